@@ -1,0 +1,35 @@
+# llmtune — two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The exact torch build to install first (CPU wheel here; GPU users: make TORCH_SPEC="torch==2.13.0" ...).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.stamp-install
+PYTEST_WORKERS ?= 2
+DEMO_DIR ?= runs/demo
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: install demo test test-all bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llmtune data inspect --dataset builtin:classification --task classification
+	$(BIN)/llmtune data inspect --recipe pretrain/gpt2-tiny --task lm --examples 2
+	$(BIN)/llmtune pretrain --recipe pretrain/gpt2-tiny --output-dir $(DEMO_DIR)/gpt2-tiny --print-config
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,97 @@
+"""What every command shares: error handling, config resolution, the consoles."""
+
+import functools
+import os
+import sys
+import traceback
+from enum import Enum
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+
+from llmtune.cli._options import FLAG_PATHS
+from llmtune.errors import ConfigError, LlmtuneError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NOT_FLAGS = {"recipe", "set_", "print_config"}
+
+
+def debug_enabled() -> bool:
+    """True when tracebacks should be shown (``--debug`` or ``LLMTUNE_DEBUG=1``)."""
+    return os.environ.get("LLMTUNE_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def fail(message: str, code: int) -> None:
+    """Print one red line on stderr and exit with ``code``."""
+    typer.secho(f"error: {' '.join(str(message).split())}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Map user errors to one line + exit 2, unexpected ones to a short line + exit 1.
+
+    With ``--debug`` / ``LLMTUNE_DEBUG=1`` the traceback is printed as well.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except LlmtuneError as exc:
+            if debug_enabled():
+                traceback.print_exc(file=sys.stderr)
+            fail(str(exc), exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if debug_enabled():
+                traceback.print_exc(file=sys.stderr)
+                fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+            fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_columns(text: Optional[str]) -> Optional[dict[str, str]]:
+    """Parse ``--columns a=b,c=d`` into a mapping."""
+    if text is None:
+        return None
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        source, sep, target = part.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--columns '{part}' needs the form source=target, e.g. --columns review=text")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def resolve_config(command: str, params: dict[str, Any]) -> Any:
+    """Turn a command's parameters (its ``locals()``) into the validated RunConfig.
+
+    Known flag names map to config paths through ``FLAG_PATHS``; ``recipe``, ``set_`` and
+    ``print_config`` are handled here. With ``--print-config`` the YAML is printed and the command exits.
+    """
+    from llmtune.config import dump_config, load_config
+
+    flags: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in _NOT_FLAGS or value is None or name not in FLAG_PATHS:
+            continue
+        if name == "columns":
+            value = parse_columns(value)
+        flags[FLAG_PATHS[name]] = value.value if isinstance(value, Enum) else value
+    cfg = load_config(command, params.get("recipe"), flags, params.get("set_") or [])
+    if params.get("print_config"):
+        typer.echo(dump_config(cfg), nl=False)
+        raise typer.Exit(0)
+    return cfg
+
+
+def not_landed(command: str, issue: int) -> None:
+    """Exit 2 for a command whose implementation has not landed yet (no fake behaviour)."""
+    from llmtune.errors import NotAvailableError
+
+    raise NotAvailableError(
+        f"`llmtune {command}` is not implemented yet (tracked in issue #{issue}); "
+        f"--print-config already shows the resolved config"
+    )

@@ -1,0 +1,91 @@
+"""Shared ``Annotated`` option aliases, so every command spells a flag the same way."""
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+
+class TaskChoice(str, Enum):
+    """Tasks ``llmtune finetune`` trains."""
+
+    classification = "classification"
+    qa = "qa"
+    generation = "generation"
+
+
+class InspectTask(str, Enum):
+    """Tasks whose columns ``llmtune data inspect`` can validate."""
+
+    classification = "classification"
+    qa = "qa"
+    generation = "generation"
+    lm = "lm"
+
+
+Recipe = Annotated[
+    Optional[str], typer.Option("--recipe", "-r", help="Recipe name (`llmtune recipes list`) or YAML path.")
+]
+Set = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override any config key, e.g. --set train.lr=3e-5 (repeatable; wins over flags)."),
+]
+PrintConfig = Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")]
+Model = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local HF folder or llmtune run dir.")]
+Dataset = Annotated[
+    Optional[str], typer.Option("--dataset", "-d", help="File, folder, glob, hub id (name[:config]) or builtin:NAME.")
+]
+EvalDataset = Annotated[Optional[str], typer.Option("--eval-dataset", help="Separate evaluation data.")]
+Split = Annotated[Optional[str], typer.Option("--split", help="Training split name within --dataset.")]
+EvalSplit = Annotated[Optional[str], typer.Option("--eval-split", help="Evaluation split name.")]
+TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column holding the text.")]
+TextPairColumn = Annotated[Optional[str], typer.Option("--text-pair-column", help="Column holding the second text.")]
+LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="Column holding the label.")]
+Columns = Annotated[
+    Optional[str], typer.Option("--columns", help="Rename columns: source=target[,source=target...].")
+]
+MaxSamples = Annotated[Optional[int], typer.Option("--max-samples", help="Use at most N training rows.")]
+OutputDir = Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Run directory to write.")]
+Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Training epochs.")]
+MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N optimizer steps.")]
+TimeBudget = Annotated[Optional[str], typer.Option("--time-budget", help="Wall-clock budget: 240s, 4m, 1h.")]
+Lr = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Per-device batch size.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
+Overwrite = Annotated[Optional[bool], typer.Option("--overwrite", help="Replace a finished run in --output-dir.")]
+Resume = Annotated[
+    Optional[str], typer.Option("--resume", help="Continue from the last checkpoint ('last') or a checkpoint path.")
+]
+
+# Flag parameter name -> dotted config path. Commands pass their locals() through
+# ``_common.resolve_config`` which uses this table, so a flag is wired in exactly one place.
+FLAG_PATHS: dict[str, str] = {
+    "task": "task",
+    "model": "model.name_or_path",
+    "tokenizer": "model.tokenizer",
+    "arch": "model.arch",
+    "size": "model.size",
+    "dataset": "data.dataset",
+    "eval_dataset": "data.eval_dataset",
+    "split": "data.split",
+    "eval_split": "data.eval_split",
+    "text_column": "data.text_column",
+    "text_pair_column": "data.text_pair_column",
+    "label_column": "data.label_column",
+    "columns": "data.columns",
+    "max_samples": "data.max_samples",
+    "output_dir": "train.output_dir",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "time_budget": "train.time_budget",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "overwrite": "train.overwrite",
+    "resume": "train.resume",
+    "lora": "lora.enabled",
+    "tok_type": "tokenizer.type",
+    "vocab_size": "tokenizer.vocab_size",
+    "min_frequency": "tokenizer.min_frequency",
+    "special_tokens": "tokenizer.special_tokens",
+}

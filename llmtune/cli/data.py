@@ -1,0 +1,45 @@
+"""``llmtune data inspect``: load a dataset exactly as training would, validate it, and show it."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from llmtune.cli import _options as o
+from llmtune.cli._common import handle_errors, resolve_config
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command(
+    "inspect",
+    help="Show splits, row counts, columns, examples and label distribution; check the task's columns exist.",
+    epilog="Examples:\n\n  llmtune data inspect --dataset builtin:classification --task classification\n\n"
+    "  llmtune data inspect --dataset reviews.csv --task classification --label-column sentiment",
+)
+@handle_errors
+def inspect(
+    dataset: o.Dataset = None,
+    task: Annotated[Optional[o.InspectTask], typer.Option("--task", "-t", help="Validate the columns this task needs.")] = None,
+    eval_dataset: o.EvalDataset = None,
+    split: o.Split = None,
+    eval_split: o.EvalSplit = None,
+    text_column: o.TextColumn = None,
+    text_pair_column: o.TextPairColumn = None,
+    label_column: o.LabelColumn = None,
+    columns: o.Columns = None,
+    max_samples: o.MaxSamples = None,
+    examples: Annotated[int, typer.Option("--examples", "-n", help="Example rows to show.")] = 3,
+    recipe: o.Recipe = None,
+    set_: o.Set = None,
+    print_config: o.PrintConfig = False,
+) -> None:
+    from rich.console import Console
+
+    from llmtune.data.inspect import inspect_data, print_inspection
+    from llmtune.data.loading import load_task_data
+    from llmtune.tasks import TASK_INFO, ColumnSpec
+
+    cfg = resolve_config("data", locals())
+    spec = TASK_INFO[cfg.task].columns if cfg.task else ColumnSpec()
+    task_data = load_task_data(cfg.data, spec, seed=cfg.train.seed)
+    print_inspection(inspect_data(task_data, spec, n_examples=examples), Console())

@@ -1,0 +1,45 @@
+"""``llmtune finetune``: adapt a pretrained model to classification, QA or generation."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from llmtune.cli import _options as o
+from llmtune.cli._common import not_landed, resolve_config
+
+HELP = "Fine-tune a pretrained model for classification, extractive QA or generation (full or LoRA)."
+EXAMPLES = (
+    "Examples:\n\n"
+    "  llmtune finetune --task classification --model runs/bert-tiny --dataset builtin:classification -o runs/cls\n\n"
+    "  llmtune finetune --recipe classification/tiny-cpu --set train.lr=3e-5"
+)
+
+
+def finetune(
+    task: Annotated[Optional[o.TaskChoice], typer.Option("--task", "-t", help="What to train the model for.")] = None,
+    recipe: o.Recipe = None,
+    model: o.Model = None,
+    dataset: o.Dataset = None,
+    eval_dataset: o.EvalDataset = None,
+    split: o.Split = None,
+    eval_split: o.EvalSplit = None,
+    text_column: o.TextColumn = None,
+    text_pair_column: o.TextPairColumn = None,
+    label_column: o.LabelColumn = None,
+    columns: o.Columns = None,
+    max_samples: o.MaxSamples = None,
+    output_dir: o.OutputDir = None,
+    epochs: o.Epochs = None,
+    max_steps: o.MaxSteps = None,
+    time_budget: o.TimeBudget = None,
+    lr: o.Lr = None,
+    batch_size: o.BatchSize = None,
+    seed: o.Seed = None,
+    lora: Annotated[Optional[bool], typer.Option("--lora", help="Train LoRA adapters instead of all weights.")] = None,
+    overwrite: o.Overwrite = None,
+    resume: o.Resume = None,
+    set_: o.Set = None,
+    print_config: o.PrintConfig = False,
+) -> None:
+    cfg = resolve_config("finetune", locals())
+    not_landed(f"finetune --task {cfg.task}", {"classification": 4, "qa": 4}.get(cfg.task or "", 5))

@@ -1,0 +1,41 @@
+"""``llmtune pretrain``: pre-train a causal (GPT-2/Llama) or masked (BERT) LM from scratch."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from llmtune.cli import _options as o
+from llmtune.cli._common import not_landed, resolve_config
+
+HELP = "Pre-train a language model from scratch (causal LM: gpt2/llama; masked LM: bert)."
+EXAMPLES = (
+    "Examples:\n\n"
+    "  llmtune pretrain --recipe pretrain/gpt2-tiny --output-dir runs/gpt2-tiny\n\n"
+    "  llmtune pretrain --dataset train.txt --eval-dataset val.txt --time-budget 4m -o runs/mine"
+)
+
+
+def pretrain(
+    recipe: o.Recipe = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="gpt2 | llama | bert (masked LM).")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="tiny | small | base.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Tokenizer folder (default: train one).")] = None,
+    model: o.Model = None,
+    dataset: o.Dataset = None,
+    eval_dataset: o.EvalDataset = None,
+    text_column: o.TextColumn = None,
+    max_samples: o.MaxSamples = None,
+    output_dir: o.OutputDir = None,
+    epochs: o.Epochs = None,
+    max_steps: o.MaxSteps = None,
+    time_budget: o.TimeBudget = None,
+    lr: o.Lr = None,
+    batch_size: o.BatchSize = None,
+    seed: o.Seed = None,
+    overwrite: o.Overwrite = None,
+    resume: o.Resume = None,
+    set_: o.Set = None,
+    print_config: o.PrintConfig = False,
+) -> None:
+    resolve_config("pretrain", locals())
+    not_landed("pretrain", 3)

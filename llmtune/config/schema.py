@@ -1,0 +1,180 @@
+"""The one config object every command works from.
+
+Sections mirror the way users think about a run: where the data comes from (``data``), which model
+(``model``), how to train (``train``), optional LoRA (``lora``) and tokenizer training
+(``tokenizer``). Every model forbids unknown keys so a typo in a recipe or ``--set`` is an error,
+never a silently ignored setting. Field descriptions double as documentation for ``--print-config``
+readers and the docs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Command = Literal["pretrain", "finetune", "eval", "generate", "tokenizer", "data"]
+TaskName = Literal["causal_lm", "masked_lm", "classification", "qa", "generation", "lm"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
+_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
+
+
+def parse_duration(value: str | int | float | None) -> Optional[float]:
+    """Parse ``240s``, ``4m``, ``1.5h`` or a bare number of seconds into seconds.
+
+    Args:
+        value: The duration as written by the user, or None.
+
+    Returns:
+        Seconds as a float, or None when ``value`` is None.
+
+    Raises:
+        ValueError: The text is not a duration.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; write e.g. 240s, 4m or 1h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a time budget must be positive")
+    return seconds
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the data comes from and how its columns map onto what the task needs."""
+
+    dataset: Optional[str] = Field(
+        None, description="Training data: a file, directory, glob, hub id (name or name:config) or builtin:NAME."
+    )
+    eval_dataset: Optional[str] = Field(None, description="Separate evaluation data (same kinds of source).")
+    split: str = Field("train", description="Split of `dataset` used for training.")
+    eval_split: Optional[str] = Field(None, description="Split used for evaluation (default: validation/test if present).")
+    eval_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Fraction carved off the training split when no evaluation data exists."
+    )
+    text_column: Optional[str] = Field(None, description="Source column holding the text.")
+    text_pair_column: Optional[str] = Field(None, description="Source column holding the second text of a pair.")
+    label_column: Optional[str] = Field(None, description="Source column holding the label.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Extra renames, source column -> column the task expects."
+    )
+    max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
+    max_eval_samples: Optional[int] = Field(None, gt=0, description="Use at most this many evaluation rows.")
+
+
+class ModelConfig(_Section):
+    """Which model to start from, or which architecture to build from scratch."""
+
+    name_or_path: Optional[str] = Field(None, description="Hub id, local HF folder or llmtune run dir.")
+    arch: Optional[Literal["gpt2", "llama", "bert"]] = Field(None, description="Architecture built from scratch.")
+    size: Literal["tiny", "small", "base"] = Field("tiny", description="Size preset for a model built from scratch.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Fields of the transformers config to override (e.g. n_layer)."
+    )
+    tokenizer: Optional[str] = Field(None, description="Tokenizer folder or hub id (default: the model's own).")
+    trust_remote_code: bool = Field(False, description="Allow code shipped with a hub model to run.")
+    ignore_mismatched_sizes: bool = Field(False, description="Re-initialise heads whose shape does not match.")
+    allow_pickle: bool = Field(False, description="Allow loading pickled (.bin) weights.")
+
+
+class TokenizerConfig(_Section):
+    """How to train a tokenizer (``llmtune tokenizer train`` and pretrain without --tokenizer)."""
+
+    type: Literal["bpe", "wordpiece", "unigram", "char"] = "bpe"
+    vocab_size: int = Field(8000, gt=0)
+    min_frequency: int = Field(2, ge=1)
+    special_tokens: Optional[list[str]] = Field(None, description="Extra special tokens to reserve.")
+    model_max_length: int = Field(1024, gt=0)
+
+
+class TrainConfig(_Section):
+    """Optimisation, schedule, evaluation and checkpointing."""
+
+    output_dir: Optional[str] = Field(None, description="Run directory to write.")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0, description="Stop after this many optimizer steps (wins over epochs).")
+    time_budget: Optional[str] = Field(None, description="Wall-clock budget, e.g. 240s, 4m, 1h.")
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, gt=0)
+    eval_batch_size: Optional[int] = Field(None, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    warmup_fraction: float = Field(0.0, ge=0, lt=1, description="Warm-up as a fraction of all steps (if > 0).")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0)
+    max_length: int = Field(256, gt=0, description="Longest sequence (block size for language models).")
+    seed: int = 42
+    eval_steps: Optional[int] = Field(None, gt=0, description="Evaluate every N steps (default: each epoch).")
+    save_steps: Optional[int] = Field(None, gt=0, description="Checkpoint every N steps (default: each epoch).")
+    save_total_limit: int = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    logging_steps: int = Field(10, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    early_stopping_patience: Optional[int] = Field(None, gt=0)
+    metric_for_best_model: Optional[str] = None
+    resume: Optional[str] = Field(None, description="'last' or a checkpoint path to resume from.")
+    overwrite: bool = Field(False, description="Replace a finished run in output_dir.")
+
+    @field_validator("time_budget")
+    @classmethod
+    def _check_budget(cls, value: Optional[str]) -> Optional[str]:
+        parse_duration(value)
+        return value
+
+    @property
+    def time_budget_seconds(self) -> Optional[float]:
+        """The time budget in seconds (None when unlimited)."""
+        return parse_duration(self.time_budget)
+
+
+class LoraConfig(_Section):
+    """Low-rank adapters (peft)."""
+
+    enabled: bool = False
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Optional[list[str]] = Field(None, description="Module names to adapt (default: found automatically).")
+
+
+class RunConfig(_Section):
+    """Everything one command needs; built by ``llmtune.config.load_config``."""
+
+    command: Command = Field("finetune", description="The command this config is for.")
+    task: Optional[TaskName] = Field(None, description="Task plug-in (see llmtune.tasks.TASKS).")
+    description: str = Field("", description="One line shown by `llmtune recipes list`.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+def combination_problems(cfg: RunConfig) -> list[str]:
+    """Settings that are each valid but impossible together, as ``path: message`` strings."""
+    problems: list[str] = []
+    if cfg.command == "pretrain" and cfg.model.name_or_path and cfg.model.arch:
+        problems.append("model.arch: pretrain builds from scratch with model.arch OR continues model.name_or_path, not both")
+    if cfg.command == "finetune" and cfg.task is None:
+        problems.append("task: finetune needs a task (classification, qa or generation); pass --task")
+    if cfg.command == "finetune" and cfg.task in ("causal_lm", "masked_lm", "lm"):
+        problems.append(f"task: '{cfg.task}' is for pretrain/eval; finetune takes classification, qa or generation")
+    if cfg.lora.enabled and cfg.command == "pretrain":
+        problems.append("lora.enabled: LoRA adapts a pretrained model; it cannot be used with pretrain")
+    if cfg.train.warmup_steps and cfg.train.warmup_fraction:
+        problems.append("train.warmup_steps: set warmup_steps or warmup_fraction, not both")
+    if cfg.data.dataset is None and cfg.command in ("pretrain", "finetune", "eval", "data", "tokenizer"):
+        problems.append("data.dataset: no training data given; pass --dataset PATH|HUB_ID|builtin:NAME")
+    return problems
