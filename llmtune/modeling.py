@@ -97,9 +97,9 @@ def _normalise_overrides(config_cls: Any, overrides: dict[str, Any]) -> dict[str
 
 def _check_shapes(fields: dict[str, Any], config_cls: Any) -> None:
     """Catch head/width mismatches here; transformers reports them as an opaque error at build time."""
-    names = {v: k for k, v in config_cls.attribute_map.items()}
-    hidden = fields.get(names.get("hidden_size", "hidden_size"), fields.get("hidden_size"))
-    heads = fields.get(names.get("num_attention_heads", "num_attention_heads"), fields.get("num_attention_heads"))
+    names = config_cls.attribute_map
+    hidden = fields.get(names.get("hidden_size", "hidden_size"))
+    heads = fields.get(names.get("num_attention_heads", "num_attention_heads"))
     if hidden and heads and hidden % heads:
         raise ConfigError(f"model.config: hidden size {hidden} is not divisible by {heads} attention heads; "
                           "pick a head count that divides it")

@@ -10,7 +10,8 @@ Four algorithms (``TokenizerConfig.type``):
 * ``wordpiece``: BERT style, *cased*: ``BertNormalizer(lowercase=False, strip_accents=False)`` keeps
   case and accents because dropping them loses information a user cannot get back; the alphabet is
   capped at ``min(1000, (vocab_size - specials) // 2)`` so the vocabulary stays within vocab_size.
-* ``unigram``: SentencePiece-style Unigram with the Metaspace (``▁``) pre-tokenizer and decoder.
+* ``unigram``: SentencePiece-style Unigram with the Metaspace (``▁``) pre-tokenizer and decoder;
+  ``min_frequency`` does not apply (the Unigram trainer has no such option).
 * ``char``: one token per character seen in the corpus (the ``vocab_size`` most frequent ones that
   occur at least ``min_frequency`` times); others map to the unk token. Round-trips exactly.
 
@@ -45,28 +46,14 @@ Family = Literal["causal", "masked"]
 TextItem = Union[str, Iterable[Optional[str]], None]
 
 CAUSAL_SPECIAL_TOKENS: dict[str, str] = {
-    "eos_token": "<|endoftext|>",
-    "bos_token": "<|endoftext|>",
-    "pad_token": "<|pad|>",
-    "unk_token": "<|unk|>",
+    "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>", "unk_token": "<|unk|>"
 }
 MASKED_SPECIAL_TOKENS: dict[str, str] = {
-    "pad_token": "[PAD]",
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",
-    "sep_token": "[SEP]",
-    "mask_token": "[MASK]",
+    "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"
 }
 # Files whose presence makes a folder loadable by AutoTokenizer (fast or slow formats).
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "vocab.json",
-    "tokenizer.model",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
 _BYTE_ALPHABET = 256
 # Below this many learned entries a wordpiece/unigram vocabulary cannot even hold the letters.
 _MIN_LEARNED = 16
@@ -76,27 +63,16 @@ _ENCODE_BATCH = 1000
 
 @dataclass
 class TokenizerReport:
-    """What ``train_and_report`` measured.
+    """What ``train_and_report`` measured."""
 
-    Attributes:
-        type: Algorithm (bpe, wordpiece, unigram, char).
-        family: causal or masked.
-        requested_vocab_size: ``cfg.vocab_size``.
-        vocab_size: Size of the trained vocabulary, special tokens included.
-        train_seconds: Wall-clock time of training (streaming the corpus included).
-        train_texts: Non-blank texts the trainer saw.
-        train_chars: Characters in those texts.
-        heldout: ``compression_stats`` on the held-out texts (empty when none were given).
-    """
-
-    type: str
-    family: str
-    requested_vocab_size: int
-    vocab_size: int
-    train_seconds: float
-    train_texts: int
+    type: str  # bpe, wordpiece, unigram or char
+    family: str  # causal or masked
+    requested_vocab_size: int  # cfg.vocab_size
+    vocab_size: int  # trained vocabulary, special tokens included
+    train_seconds: float  # wall clock of training, streaming the corpus included
+    train_texts: int  # non-blank texts the trainer saw
     train_chars: int
-    heldout: dict[str, float] = field(default_factory=dict)
+    heldout: dict[str, float] = field(default_factory=dict)  # compression_stats on held-out texts
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON reports."""
@@ -262,8 +238,9 @@ def _wrap(backend: Any, cfg: TokenizerConfig, family: Family) -> PreTrainedToken
 
     named, specials = special_tokens_for(family, cfg.special_tokens)
     extra = [tok for tok in specials if tok not in named.values()]
-    # A generic wrapper drops token_type_ids unless asked: masked models need them for pairs.
-    inputs = ["input_ids", "token_type_ids", "attention_mask"] if family == "masked" else ["input_ids", "attention_mask"]
+    inputs = ["input_ids", "attention_mask"]
+    if family == "masked":  # a generic wrapper drops token_type_ids unless asked; pair tasks need them
+        inputs.insert(1, "token_type_ids")
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         model_max_length=cfg.model_max_length,
@@ -297,10 +274,7 @@ def train_tokenizer(
 
 
 def train_and_report(
-    texts: Iterable[TextItem],
-    cfg: TokenizerConfig,
-    family: Family = "causal",
-    heldout: Optional[Iterable[TextItem]] = None,
+    texts: Iterable[TextItem], cfg: TokenizerConfig, family: Family = "causal", heldout: Optional[Iterable[str]] = None
 ) -> tuple[PreTrainedTokenizerFast, TokenizerReport]:
     """Train like ``train_tokenizer`` and measure the run.
 
@@ -317,17 +291,10 @@ def train_and_report(
     backend, corpus = _train_backend(texts, cfg, family)
     seconds = time.perf_counter() - start
     tok = _wrap(backend, cfg, family)
-    report = TokenizerReport(
-        type=cfg.type,
-        family=family,
-        requested_vocab_size=cfg.vocab_size,
-        vocab_size=len(tok),
-        train_seconds=seconds,
-        train_texts=corpus.texts,
-        train_chars=corpus.chars,
-        heldout=compression_stats(tok, heldout) if heldout is not None else {},
+    stats = compression_stats(tok, heldout) if heldout is not None else {}
+    return tok, TokenizerReport(
+        cfg.type, family, cfg.vocab_size, len(tok), seconds, corpus.texts, corpus.chars, stats
     )
-    return tok, report
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, out_dir: Union[str, Path]) -> Path:
@@ -348,13 +315,9 @@ def save_tokenizer(tok: PreTrainedTokenizerBase, out_dir: Union[str, Path]) -> P
 
 def _looks_like_path(name: str) -> bool:
     """True for strings that can only be a local path (hub ids are ``name`` or ``org/name``)."""
-    return (
-        os.path.exists(name)
-        or name.startswith((".", "/", "~"))
-        or name.endswith("/")
-        or "\\" in name
-        or name.count("/") > 1
-    )
+    if os.path.exists(name) or name.startswith((".", "/", "~")) or "\\" in name:
+        return True
+    return name.count("/") > 1 or name.endswith("/")
 
 
 def _load_local(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
@@ -397,7 +360,8 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
     """Load a tokenizer from a local folder or a hub id.
 
     Args:
-        path: A folder written by ``save_tokenizer``/``save_pretrained``, or a hub id (``gpt2``).
+        path: A folder written by ``save_tokenizer``/``save_pretrained``, or a hub id (``gpt2``,
+            ``org/name``). A string that does not exist locally and has that shape is taken as an id.
         trust_remote_code: Allow custom tokenizer code from the hub.
 
     Returns:

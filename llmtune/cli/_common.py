@@ -14,6 +14,9 @@ from llmtune.errors import ConfigError, LlmtuneError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NOT_FLAGS = {"recipe", "set_", "print_config"}
+# Commands whose defaults were tuned by measurement live in a recipe (documented in its header), used
+# when no --recipe is given, so `llmtune pretrain --dataset x.txt` gets the measured defaults.
+DEFAULT_RECIPES = {"pretrain": "pretrain/gpt2-tiny"}
 
 
 def debug_enabled() -> bool:
@@ -80,7 +83,8 @@ def resolve_config(command: str, params: dict[str, Any]) -> Any:
         if name == "columns":
             value = parse_columns(value)
         flags[FLAG_PATHS[name]] = value.value if isinstance(value, Enum) else value
-    cfg = load_config(command, params.get("recipe"), flags, params.get("set_") or [])
+    recipe = params.get("recipe") or DEFAULT_RECIPES.get(command)
+    cfg = load_config(command, recipe, flags, params.get("set_") or [])
     if params.get("print_config"):
         typer.echo(dump_config(cfg), nl=False)
         raise typer.Exit(0)
@@ -95,3 +99,23 @@ def not_landed(command: str, issue: int) -> None:
         f"`llmtune {command}` is not implemented yet (tracked in issue #{issue}); "
         f"--print-config already shows the resolved config"
     )
+
+
+_SUMMARY_KEYS = (
+    "eval_loss", "eval_perplexity", "eval_bits_per_char", "eval_bits_per_byte", "eval_accuracy", "eval_f1",
+    "train_loss", "train_tokens_per_second", "train_samples_per_second", "peak_memory_bytes", "wall_seconds",
+)
+
+
+def print_summary(command: str, result: Any) -> None:
+    """A short table of the key metrics and where the outputs are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"llmtune {command}: done", show_header=False)
+    for key in _SUMMARY_KEYS:
+        value = result.metrics.get(key)
+        if value is not None:
+            table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
+    table.add_row("run dir", str(result.run_dir))
+    Console().print(table)

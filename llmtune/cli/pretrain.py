@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune.cli import _options as o
-from llmtune.cli._common import not_landed, resolve_config
+from llmtune.cli._common import print_summary, resolve_config
 
 HELP = "Pre-train a language model from scratch (causal LM: gpt2/llama; masked LM: bert)."
 EXAMPLES = (
@@ -37,5 +37,7 @@ def pretrain(
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
-    resolve_config("pretrain", locals())
-    not_landed("pretrain", 3)
+    from llmtune.runs.pretrain import run
+
+    cfg = resolve_config("pretrain", locals())
+    print_summary("pretrain", run(cfg))

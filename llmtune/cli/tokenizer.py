@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune.cli import _options as o
-from llmtune.cli._common import handle_errors, not_landed, resolve_config
+from llmtune.cli._common import handle_errors, resolve_config
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -24,11 +24,28 @@ def train(
     special_tokens: Annotated[
         Optional[list[str]], typer.Option("--special-tokens", help="Extra special token (repeatable).")
     ] = None,
+    family: Annotated[
+        Optional[str], typer.Option("--family", help="causal (bos/eos/pad) or masked ([CLS]/[SEP]/[MASK]) specials.")
+    ] = None,
     text_column: o.TextColumn = None,
+    eval_dataset: o.EvalDataset = None,
+    max_samples: o.MaxSamples = None,
     output_dir: o.OutputDir = None,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
-    resolve_config("tokenizer", locals())
-    not_landed("tokenizer train", 3)
+    from llmtune.errors import ConfigError
+    from llmtune.runs.tokenizer import run
+
+    if family not in (None, "causal", "masked"):
+        raise ConfigError(f"--family must be causal or masked, not '{family}'")
+    cfg = resolve_config("tokenizer", locals())
+    result = run(cfg, family)
+    m = result.metrics
+    typer.echo(
+        f"vocab size {m['vocab_size']}, trained in {m['train_seconds']:.1f}s on {m['train_texts']:,} texts; "
+        f"held-out: {m.get('heldout_bytes_per_token', 0):.2f} bytes/token, "
+        f"{m.get('heldout_chars_per_token', 0):.2f} chars/token\n"
+        f"saved to {result.run_dir} (AutoTokenizer.from_pretrained('{result.run_dir}'))"
+    )
