@@ -127,6 +127,16 @@ def _chain_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
+def check_utf8(path: Path) -> None:
+    """Raise the non-UTF-8 DataError for ``path`` if it has an invalid byte."""
+    bad = first_invalid_utf8(path)
+    if bad is not None:
+        raise DataError(
+            f"{path} is not valid UTF-8 (first bad byte at offset {bad[0]}, line {bad[1]}); "
+            f"re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}"
+        )
+
+
 def diagnose(path: Path, kind: str, exc: BaseException) -> Optional[DataError]:
     """Explain why ``path`` failed to load, or None when this file looks fine.
 
@@ -139,20 +149,18 @@ def diagnose(path: Path, kind: str, exc: BaseException) -> Optional[DataError]:
         A one-line DataError naming the file, the position and the fix, or None.
     """
     if kind in _TEXT_KINDS:
-        bad = first_invalid_utf8(path)
-        if bad is not None:
-            return DataError(
-                f"{path} is not valid UTF-8 (first bad byte at offset {bad[0]}, line {bad[1]}); "
-                f"re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}"
-            )
+        try:
+            check_utf8(path)
+        except DataError as error:
+            return error
     if kind in ("csv", "tsv"):
         return _diagnose_csv(path, kind, exc)
     if kind == "json":
         found = find_bad_json_line(path)
         if found is not None:
             return DataError(
-                f"malformed JSON in {path} at line {found[0]}: {found[1]}; fix that line "
-                "(JSON Lines needs exactly one complete object per line)"
+                f"malformed JSON in {path} at line {found[0]}: {found[1]}; fix that line (a .jsonl file "
+                "needs one complete JSON object per line, a .json file one array of objects)"
             )
         return None
     if kind == "parquet":

@@ -10,12 +10,13 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Optional
 
 from llmtune.data import _diagnose
-from llmtune.errors import DataError, LlmtuneError
+from llmtune.errors import DataError
 
 if TYPE_CHECKING:
     import datasets
@@ -48,7 +49,7 @@ _BUILDER = {"csv": ("csv", {}), "tsv": ("csv", {"sep": "\t"}), "json": ("json", 
             "text": ("text", {})}
 
 
-def load_source(spec: str, split: Optional[str] = None) -> "datasets.DatasetDict":
+def load_source(spec: str, split: Optional[str] = None) -> datasets.DatasetDict:
     """Load a dataset from a path, folder, glob, ``builtin:NAME`` or hub id (``name`` / ``name:config``).
 
     Args:
@@ -76,17 +77,20 @@ def load_source(spec: str, split: Optional[str] = None) -> "datasets.DatasetDict
     return loaded if split is None else _only_split(loaded, split, spec)
 
 
-def select_split(dataset_dict: "datasets.DatasetDict", split: str, spec: str) -> "datasets.Dataset":
+def select_split(
+    dataset_dict: datasets.DatasetDict, split: str, spec: str, option: str = "--split"
+) -> datasets.Dataset:
     """Return one split, or raise a DataError listing the splits that exist.
 
     Args:
         dataset_dict: Result of :func:`load_source`.
         split: The split asked for.
         spec: The source as the user wrote it (for the message).
+        option: The flag that chooses this split (named in the message).
     """
     if split not in dataset_dict:
         available = ", ".join(dataset_dict) or "none"
-        raise DataError(f"split '{split}' not found in {spec}; available splits: {available}. Pass --split NAME")
+        raise DataError(f"split '{split}' not found in {spec}; available splits: {available}. Pass {option} NAME")
     return dataset_dict[split]
 
 
@@ -101,13 +105,13 @@ def looks_like_path(spec: str) -> bool:
     return suffix in EXTENSIONS or (has_slash and suffix in _OTHER_FILE_SUFFIXES)
 
 
-def _only_split(loaded: "datasets.DatasetDict", split: str, spec: str) -> "datasets.DatasetDict":
+def _only_split(loaded: datasets.DatasetDict, split: str, spec: str) -> datasets.DatasetDict:
     import datasets
 
     return datasets.DatasetDict({split: select_split(loaded, split, spec)})
 
 
-def _load_path_or_hub(spec: str) -> "datasets.DatasetDict":
+def _load_path_or_hub(spec: str) -> datasets.DatasetDict:
     path = Path(spec).expanduser()
     if path.is_file():
         return _load_local({"train": [path]})
@@ -178,11 +182,14 @@ def _kind_of(groups: dict[str, list[Path]]) -> str:
     return kinds.pop()
 
 
-def _load_local(groups: dict[str, list[Path]]) -> "datasets.DatasetDict":
+def _load_local(groups: dict[str, list[Path]]) -> datasets.DatasetDict:
     kind = _kind_of(groups)
     for paths in groups.values():
         for path in paths:
             _diagnose.check_not_empty(path, kind)
+            if kind == "json":
+                # The json builder stores invalid UTF-8 without complaint and fails at first read.
+                _diagnose.check_utf8(path)
     datasets = _import_datasets_for_local_loads()
     builder, kwargs = _BUILDER[kind]
     data_files = {split: [str(p) for p in paths] for split, paths in groups.items()}
@@ -212,6 +219,9 @@ def _explain_failure(groups: dict[str, list[Path]], kind: str, exc: Exception) -
         if error is not None:
             return error
     names = ", ".join(str(p) for paths in groups.values() for p in paths)
+    if "corresponds to no data" in _diagnose.root_message(exc):
+        # datasets refuses a split with no rows (e.g. a CSV with only a header line).
+        return DataError(f"{names} has no rows (only a header?); add rows or pass other data")
     return DataError(
         f"could not read {names} as {kind}: {_diagnose.root_message(exc)}; every row needs the same "
         "columns with the same types"
@@ -234,7 +244,7 @@ def _offline_if_asked() -> Iterator[None]:
         datasets.config.HF_HUB_OFFLINE = saved
 
 
-def _load_hub(spec: str) -> "datasets.DatasetDict":
+def _load_hub(spec: str) -> datasets.DatasetDict:
     from llmtune.hub import hub_offline, require_hub, unreachable_error
 
     name, _, config = spec.partition(":")
@@ -244,9 +254,7 @@ def _load_hub(spec: str) -> "datasets.DatasetDict":
     try:
         with _offline_if_asked():
             loaded = datasets.load_dataset(name, config or None)
-    except LlmtuneError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # map the many hub/network failures onto one actionable line
         if hub_offline() or isinstance(exc, (ConnectionError, TimeoutError)):
             raise unreachable_error(name, "dataset") from exc
         if type(exc).__name__ in ("DatasetNotFoundError", "FileNotFoundError", "RepositoryNotFoundError"):

@@ -53,7 +53,7 @@ def stratified_split_indices(labels: Sequence[Hashable], fraction: float, seed: 
     rng = random.Random(seed)
     train: list[int] = []
     validation: list[int] = []
-    for rows, quota in zip(by_class.values(), quotas):
+    for rows, quota in zip(by_class.values(), quotas, strict=True):
         rows = list(rows)
         rng.shuffle(rows)
         validation.extend(rows[:quota])
@@ -70,4 +70,4 @@ def _class_quotas(counts: list[int], fraction: float) -> list[int]:
     by_remainder = sorted(range(len(counts)), key=lambda i: (exact[i] - quotas[i], counts[i]), reverse=True)
     for i in by_remainder[: max(0, target - sum(quotas))]:
         quotas[i] += 1
-    return [min(max(quota, 1), count - 1) if count >= 2 else 0 for quota, count in zip(quotas, counts)]
+    return [min(max(quota, 1), count - 1) if count >= 2 else 0 for quota, count in zip(quotas, counts, strict=True)]

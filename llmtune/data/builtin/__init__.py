@@ -14,7 +14,7 @@ _HERE = Path(__file__).resolve().parent
 
 #: name -> one-line description (shown by the CLI).
 BUILTINS: dict[str, str] = {
-    "text": "plain English prose about invented towns, animals, weather and trades (text.txt lines; causal/masked LM, tokenizers)",
+    "text": "English prose about invented towns, animals, weather and trades, one paragraph per line (LMs, tokenizers)",
     "classification": "3-class product-review sentiment: text, label in negative/neutral/positive",
     "qa": "extractive QA in SQuAD format (id, title, context, question, answers) about invented towns",
     "instructions": "alpaca-format instructions (instruction, input, output): arithmetic, word tasks, invented facts",

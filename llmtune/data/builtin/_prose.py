@@ -41,16 +41,20 @@ class Paragraph:
         return "".join(self.parts)
 
 
+_FLOWERS = ["poppies", "daisies", "clover", "bluebells"]
+
+
 def _fact_sentences(rng: random.Random, town: Town, other: Town) -> list[list[Piece]]:
     t, f = town, town.founder
     trade_plural, goods = TRADES[t.trade]
     return [
         rng.choice([
             ["About ", ("population", f"{t.population:,}"), " people live in ", t.name, " today."],
-            [f"The town is home to about ", ("population", f"{t.population:,}"), " people."],
+            ["The town is home to about ", ("population", f"{t.population:,}"), " people."],
         ]),
         rng.choice([
-            ["Most of the people there work as ", ("trade", trade_plural), f", and people far away buy the {goods} made in {t.name}."],
+            ["Most of the people there work as ", ("trade", trade_plural),
+             f", and people far away buy the {goods} made in {t.name}."],
             ["Many of its people are ", ("trade", trade_plural), f", and they are proud of their {goods}."],
         ]),
         rng.choice([
@@ -67,7 +71,7 @@ def _fact_sentences(rng: random.Random, town: Town, other: Town) -> list[list[Pi
         [rng.choice([
             f"A road runs from {t.name} to {other.name}, which is {rng.randint(3, 40)} miles away.",
             f"In winter the river {t.river} sometimes freezes, and the children of {t.name} skate on it.",
-            f"In spring the fields around {t.name} are full of {rng.choice(['poppies', 'daisies', 'clover', 'bluebells'])}.",
+            f"In spring the fields around {t.name} are full of {rng.choice(_FLOWERS)}.",
             f"Every autumn the people of {t.name} hold a fair with music and dancing.",
             f"{f.first} {f.last} is buried near the {t.landmark}, and people still leave flowers there.",
         ])],
@@ -79,7 +83,8 @@ def town_paragraph(rng: random.Random, town: Town, other: Town) -> Paragraph:
     t, f = town, town.founder
     para = Paragraph()
     para.sentence(*rng.choice([
-        ["The town of ", ("name", t.name), " lies on the river ", ("river", t.river), ", in ", ("region", t.region), "."],
+        ["The town of ", ("name", t.name), " lies on the river ", ("river", t.river), ", in ",
+         ("region", t.region), "."],
         [("name", t.name), f" is {rng.choice(['a small', 'a quiet', 'a busy', 'an old'])} town on the river ",
          ("river", t.river), ", in ", ("region", t.region), "."],
     ]))
@@ -97,16 +102,20 @@ def town_paragraph(rng: random.Random, town: Town, other: Town) -> Paragraph:
 
 _ANIMALS = {
     # name: (class, places, foods, size phrase)
-    "fox": ("animal", ["reed beds", "woods", "hills"], ["frogs", "beetles", "eggs", "mice", "berries"], "about five kilograms"),
+    "fox": ("animal", ["reed beds", "woods", "hills"], ["frogs", "beetles", "eggs", "mice", "berries"],
+            "about five kilograms"),
     "hare": ("animal", ["meadows", "fields", "hills"], ["grass", "clover", "bark", "herbs"], "about four kilograms"),
     "owl": ("bird", ["woods", "barns", "cliffs"], ["mice", "voles", "moths", "beetles"], "about half a kilogram"),
-    "heron": ("bird", ["reed beds", "marshes", "river banks"], ["fish", "frogs", "eels", "snails"], "about two kilograms"),
+    "heron": ("bird", ["reed beds", "marshes", "river banks"], ["fish", "frogs", "eels", "snails"],
+              "about two kilograms"),
     "toad": ("animal", ["marshes", "gardens", "ponds"], ["worms", "slugs", "flies", "beetles"], "about fifty grams"),
-    "otter": ("animal", ["river banks", "lakes", "marshes"], ["fish", "crabs", "eels", "frogs"], "about eight kilograms"),
+    "otter": ("animal", ["river banks", "lakes", "marshes"], ["fish", "crabs", "eels", "frogs"],
+              "about eight kilograms"),
     "lark": ("bird", ["meadows", "fields", "moors"], ["seeds", "spiders", "beetles", "grass"], "about forty grams"),
     "beetle": ("insect", ["woods", "gardens", "fields"], ["leaves", "bark", "roots", "flowers"], "less than a gram"),
     "goose": ("bird", ["lakes", "marshes", "fields"], ["grass", "roots", "grain", "seeds"], "about three kilograms"),
-    "vole": ("animal", ["meadows", "river banks", "gardens"], ["roots", "seeds", "grass", "bark"], "about thirty grams"),
+    "vole": ("animal", ["meadows", "river banks", "gardens"], ["roots", "seeds", "grass", "bark"],
+             "about thirty grams"),
     "moth": ("insect", ["woods", "gardens", "meadows"], ["nectar", "leaves", "flowers"], "less than a gram"),
     "deer": ("animal", ["woods", "hills", "moors"], ["grass", "leaves", "acorns", "bark"], "about sixty kilograms"),
 }
@@ -153,6 +162,7 @@ def animal_paragraph(rng: random.Random, town: Town) -> str:
     return " ".join(sentences[:3] + rng.sample(sentences[3:], 2))
 
 
+_FORECASTS = ["dry and bright", "wet and windy", "cold and clear", "mild with some rain"]
 _SKIES = ["grey", "clear", "cloudy", "bright", "dark"]
 #: (what happened by noon, how the day ended, lowest and highest night temperature that fits)
 _EVENTS = [
@@ -178,12 +188,13 @@ def weather_paragraph(rng: random.Random, town: Town) -> str:
         f"On {day} morning the sky over {town.name} was {rng.choice(_SKIES)}, and a "
         f"{rng.choice(['cold', 'warm', 'strong', 'light'])} wind blew from the "
         f"{rng.choice(['north', 'south', 'east', 'west'])}. By noon {event}. {evening}, and the temperature "
-        f"fell to {_degrees(rng.randint(low, high))}. Tomorrow will be {rng.choice(['dry and bright', 'wet and windy', 'cold and clear', 'mild with some rain'])}."
+        f"fell to {_degrees(rng.randint(low, high))}. Tomorrow will be {rng.choice(_FORECASTS)}."
     )
 
 
 _PROCESSES = {
-    "baker": ["mixes flour, water and salt", "leaves the dough to rise for two hours", "bakes the loaves in a hot oven"],
+    "baker": ["mixes flour, water and salt", "leaves the dough to rise for two hours",
+              "bakes the loaves in a hot oven"],
     "smith": ["heats the iron in the forge", "beats it into shape with a heavy hammer", "cools it in a tub of water"],
     "weaver": ["spins the wool into thread", "sets the thread on the loom", "weaves the cloth row by row"],
     "potter": ["digs clay from the river bank", "shapes each bowl on the wheel", "fires the bowls in a kiln"],
@@ -206,7 +217,8 @@ def trade_paragraph(rng: random.Random, town: Town, worker: Person) -> str:
     return (
         f"{worker.name} is {article(trade)} {trade} in {town.name}. First {pron} {first}. Then {pron} {then}. "
         f"Finally {pron} {last}. {rng.choice(['It is slow work', 'It is hard work', 'The work takes patience'])}, "
-        f"but people come from {rng.choice(['all over', 'across', 'far beyond'])} {town.region} to buy {_possessive(worker)} {goods}."
+        f"but people come from {rng.choice(['all over', 'across', 'far beyond'])} {town.region} "
+        f"to buy {_possessive(worker)} {goods}."
     )
 
 

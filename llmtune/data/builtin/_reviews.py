@@ -67,7 +67,8 @@ def _sentence(clause: str) -> str:
 
 
 def _filler(rng: random.Random) -> str:
-    return rng.choice(FILLERS).format(when=rng.choice(_WHEN), who=rng.choice(_WHO), what=rng.choice(_WHAT), day=rng.choice(_DAYS),
+    return rng.choice(FILLERS).format(when=rng.choice(_WHEN), who=rng.choice(_WHO), what=rng.choice(_WHAT),
+                                      day=rng.choice(_DAYS),
                                       n=rng.randint(2, 30), colour=rng.choice(["brown", "white", "green", "red"]))
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llmtune.data.builtin._prose import town_paragraph
 from llmtune.data.builtin._world import Town
@@ -61,6 +62,7 @@ _PLURALS = [("cat", "cats"), ("box", "boxes"), ("city", "cities"), ("mouse", "mi
             ("leaf", "leaves"), ("bus", "buses"), ("tooth", "teeth"), ("foot", "feet"), ("berry", "berries"),
             ("fox", "foxes"), ("knife", "knives"), ("goose", "geese"), ("sheep", "sheep"), ("dish", "dishes"),
             ("lamp", "lamps"), ("story", "stories"), ("wolf", "wolves"), ("man", "men"), ("church", "churches")]
+_SENTENCE_WORDS = ["the", "small", "dog", "ran", "home", "quickly", "after", "dark", "rain"]
 _WORDS = ["apple", "river", "stone", "lantern", "window", "garden", "bread", "candle", "hammer", "basket",
           "mountain", "pencil", "button", "ladder", "kettle", "meadow", "harbour", "feather", "rope", "cloud"]
 
@@ -71,7 +73,8 @@ def _number_tasks(rng: random.Random) -> tuple[str, str, str]:
     return rng.choice([
         (f"Add {a} and {b}.", "", str(a + b)),
         (f"Subtract {min(a, b)} from {max(a, b)}.", "", str(max(a, b) - min(a, b))),
-        (f"Which number is larger, {a} or {b}?", "", str(max(a, b))) if a != b else (f"Add {a} and {b}.", "", str(a + b)),
+        (f"Which number is larger, {a} or {b}?", "", str(max(a, b)))
+        if a != b else (f"Add {a} and {b}.", "", str(a + b)),
         (f"Is {a} an even or an odd number?", "", "even" if a % 2 == 0 else "odd"),
         ("Sort these numbers from smallest to largest.", ", ".join(map(str, nums)),
          ", ".join(map(str, sorted(nums)))),
@@ -84,7 +87,7 @@ def _word_tasks(rng: random.Random) -> tuple[str, str, str]:
     pair = rng.choice(_OPPOSITES)
     pair = pair if rng.random() < 0.5 else (pair[1], pair[0])
     noun, plural = rng.choice(_PLURALS)
-    sentence = " ".join(rng.sample(["the", "small", "dog", "ran", "home", "quickly", "after", "dark", "rain"], rng.randint(3, 8)))
+    sentence = " ".join(rng.sample(_SENTENCE_WORDS, rng.randint(3, 8)))
     return rng.choice([
         ("Reverse the order of the words.", " ".join(words), " ".join(reversed(words))),
         ("Give the opposite of the word.", pair[0], pair[1]),
@@ -99,7 +102,8 @@ def _word_tasks(rng: random.Random) -> tuple[str, str, str]:
 
 _CAPITAL_QUESTIONS = ["What is the capital of {}?", "Name the capital city of {}.", "Which city is the capital of {}?",
                       "Tell me the capital of {}."]
-_RIVER_QUESTIONS = ["Which river does the town of {} lie on?", "On which river is {}?", "Name the river that {} lies on."]
+_RIVER_QUESTIONS = ["Which river does the town of {} lie on?", "On which river is {}?",
+                    "Name the river that {} lies on."]
 _FOUNDED_QUESTIONS = ["When was {} founded?", "In what year was {} founded?", "Tell me the year {} was founded."]
 
 

@@ -89,7 +89,7 @@ class NameMaker:
     def _unique(self, make) -> str:  # noqa: ANN001 - a zero-argument callable
         for _ in range(1000):
             name = make().capitalize()
-            tripled = any(a == b == c for a, b, c in zip(name, name[1:], name[2:]))
+            tripled = any(a == b == c for a, b, c in zip(name, name[1:], name[2:], strict=False))
             if name not in self.used and 4 <= len(name) <= 11 and not tripled:
                 self.used.add(name)
                 return name
