@@ -8,12 +8,15 @@ out of reach, say which id failed and that a local path works instead.
 from __future__ import annotations
 
 import os
+import re
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 from llmtune.errors import DataError, LlmtuneError, ModelError
 
 _TRUE = {"1", "true", "yes", "on"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PROBE_TIMEOUT_S = 3.0
 _reachable_cache: dict[str, bool] = {}
 
@@ -58,3 +61,17 @@ def require_hub(repo_id: str, kind: str) -> None:
         return
     if not hub_reachable():
         raise unreachable_error(repo_id, kind)
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True when a model/tokenizer name can only mean a local folder (hub ids are ``name`` or ``org/name``).
+
+    Existing paths, ``./``, ``/``, ``~`` prefixes, deeper paths and strings that cannot be hub ids
+    count as local; so does ``runs/x`` when ``runs/`` exists here (a mistyped local path, not a hub
+    user called "runs"). Callers then say "folder not found" instead of retrying the hub.
+    """
+    if os.path.exists(name) or name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/"):
+        return True
+    if not _HUB_ID.match(name) or ".." in name or "--" in name:
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).is_dir()

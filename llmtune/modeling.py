@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from llmtune.errors import ConfigError, ModelError
-from llmtune.hub import hub_offline, require_hub, unreachable_error
+from llmtune.hub import hub_offline, looks_like_local_path, require_hub, unreachable_error
 
 # Fields are the config class's own names. Position counts are minimums: build_config raises them
 # to max_length when the user did not set them, because unused learned positions are cheap while a
@@ -64,7 +63,6 @@ _TASK_AUTO_CLASSES = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoMod
 _EXTRA_CONFIG_FIELDS = {"num_labels"}
 # Pickle files the Trainer writes next to safetensors weights; they are not model weights.
 _TRAINER_PICKLES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -194,13 +192,6 @@ def format_params(n: int | float) -> str:
     return str(int(n))
 
 
-def _looks_like_path(name: str) -> bool:
-    if not _HUB_ID.match(name) or ".." in name or "--" in name:
-        return True
-    # "runs/x" where runs/ exists is a typo'd local path, not a hub id under the user "runs".
-    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
-
-
 def resolve_model_path(name_or_path: str) -> str:
     """Turn what the user passed into a local model folder or a hub id.
 
@@ -230,7 +221,7 @@ def resolve_model_path(name_or_path: str) -> str:
                          "written by save_pretrained (or an llmtune run dir)")
     if path.exists():
         raise ModelError(f"{name_or_path} is a file; pass the folder that holds config.json and the weights")
-    if _looks_like_path(name_or_path):
+    if looks_like_local_path(name_or_path):
         raise ModelError(f"model folder not found: {name_or_path}; check the path (relative to {os.getcwd()})")
     require_hub(name_or_path, "model")
     return name_or_path

@@ -313,13 +313,6 @@ def save_tokenizer(tok: PreTrainedTokenizerBase, out_dir: Union[str, Path]) -> P
     return path
 
 
-def _looks_like_path(name: str) -> bool:
-    """True for strings that can only be a local path (hub ids are ``name`` or ``org/name``)."""
-    if os.path.exists(name) or name.startswith((".", "/", "~")) or "\\" in name:
-        return True
-    return name.count("/") > 1 or name.endswith("/")
-
-
 def _load_local(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
     if not path.exists():
         raise ModelError(
@@ -370,7 +363,7 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
     Raises:
         ModelError: The folder is missing or holds no tokenizer files, or the hub id cannot be loaded.
     """
-    if _looks_like_path(path):
+    if hub.looks_like_local_path(path):
         return _load_local(Path(path).expanduser(), trust_remote_code)
     return _load_hub(path, trust_remote_code)
 

@@ -193,13 +193,23 @@ def _load_local(groups: dict[str, list[Path]]) -> datasets.DatasetDict:
     datasets = _import_datasets_for_local_loads()
     builder, kwargs = _BUILDER[kind]
     data_files = {split: [str(p) for p in paths] for split, paths in groups.items()}
+    # Local files load in seconds: datasets' per-split progress bars would only clutter the output.
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    # The builders log a raw "Failed to read file" line before raising; we explain failures ourselves.
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         loaded = datasets.load_dataset(builder, data_files=data_files, **kwargs)
+        if kind == "text":
+            # One row per non-empty line: blank lines separate paragraphs, they are not examples.
+            loaded = loaded.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
     except Exception as exc:  # the builders wrap pandas/pyarrow errors; explain them instead
         raise _explain_failure(groups, kind, exc) from exc
-    if kind == "text":
-        # One row per non-empty line: blank lines separate paragraphs, they are not examples.
-        loaded = loaded.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
     return loaded
 
 

@@ -1,0 +1,55 @@
+"""Steps every runner shares: open the run dir, log progress lines, write results and mark completion."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmtune.config.schema import RunConfig
+from llmtune.rundir import RunDir
+
+
+@dataclass
+class RunResult:
+    """What a runner returns to its command for the summary."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    """One progress line on stderr (stdout stays clean for piping). Only the main process prints."""
+    if is_main_process():
+        print(f"[llmtune] {message}", file=sys.stderr, flush=True)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or when not distributed)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def start_run(cfg: RunConfig, default_name: str) -> Path:
+    """Prepare the run dir and record the resolved config and environment."""
+    from llmtune.config import dump_config
+
+    output_dir = cfg.train.output_dir or str(Path("runs") / default_name)
+    run = RunDir.prepare(output_dir, overwrite=cfg.train.overwrite, resume=bool(cfg.train.resume))
+    if is_main_process():
+        run.write_config(dump_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(run.path)})})))
+        run.write_env()
+    log(f"run dir: {run.path}")
+    return run.path
+
+
+def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any]) -> RunResult:
+    """Write metrics.json and mark the run complete (last, so a crash never looks finished)."""
+    run = RunDir(run_dir)
+    if is_main_process():
+        run.write_env()  # again: the device and world size are known now
+        run.write_metrics(metrics)
+        run.mark_complete({"command": cfg.command, "task": cfg.task})
+    return RunResult(run_dir, metrics)
