@@ -11,7 +11,10 @@ HELP = "Pre-train a language model from scratch (causal LM: gpt2/llama; masked L
 EXAMPLES = (
     "Examples:\n\n"
     "  llmtune pretrain --recipe pretrain/gpt2-tiny --output-dir runs/gpt2-tiny\n\n"
-    "  llmtune pretrain --dataset train.txt --eval-dataset val.txt --time-budget 4m -o runs/mine"
+    "  llmtune pretrain --dataset train.txt --eval-dataset val.txt --time-budget 4m -o runs/mine\n\n"
+    "  llmtune pretrain --recipe pretrain/gpt2-tiny -o runs/gpt2-tiny --resume last   (continue after a crash)\n\n"
+    "Each evaluation reports loss, perplexity and bits per char/byte; causal LMs also print a sample "
+    "continuation (kept in RUN_DIR/samples.jsonl)."
 )
 
 

@@ -122,6 +122,9 @@ class TrainConfig(_Section):
     logging_steps: int = Field(10, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    mlm_probability: float = Field(
+        0.15, gt=0, lt=1, description="Masked LM: fraction of tokens chosen for prediction each batch (dynamic masking)."
+    )
     early_stopping_patience: Optional[int] = Field(None, gt=0)
     metric_for_best_model: Optional[str] = None
     resume: Optional[str] = Field(None, description="'last' or a checkpoint path to resume from.")

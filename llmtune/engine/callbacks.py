@@ -36,22 +36,25 @@ METRICS_FILE = "logs/metrics.jsonl"
 Clock = Callable[[], float]
 
 
-def check_budget_fits(seconds: float, est_step_seconds: float) -> None:
+def check_budget_fits(seconds: float, est_step_seconds: float, spent: float = 0.0) -> None:
     """Refuse a time budget that cannot fit even one optimizer step.
 
     Args:
         seconds: The wall-clock budget.
         est_step_seconds: Estimated seconds per optimizer step (e.g. from a timed warm-up step).
+        spent: Seconds of the budget already used before training (data, tokenizer, model).
 
     Raises:
-        ConfigError: ``est_step_seconds`` exceeds ``seconds``.
+        ConfigError: ``spent + est_step_seconds`` exceeds ``seconds``.
     """
-    if est_step_seconds > seconds:
-        raise ConfigError(
-            f"time budget {seconds:g}s is too short to run one training step (~{est_step_seconds:.1f} s each); "
-            f"give at least {math.ceil(est_step_seconds) + 1}s (about {math.ceil(10 * est_step_seconds)}s "
-            "for 10 steps) or remove train.time_budget"
-        )
+    if spent + est_step_seconds <= seconds:
+        return
+    each = f"~{est_step_seconds:.1f} s each" + (f", after {spent:.1f} s already spent" if spent else "")
+    raise ConfigError(
+        f"time budget {seconds:g}s is too short to run one training step ({each}); "
+        f"give at least {math.ceil(spent + est_step_seconds) + 1}s (about {math.ceil(spent + 10 * est_step_seconds)}s "
+        "for 10 steps) or remove train.time_budget"
+    )
 
 
 def _enabled(strategy: Any) -> bool:

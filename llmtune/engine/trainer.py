@@ -3,13 +3,20 @@
 Runners hand over a model, tokenizer, datasets and a task's collator/metrics; this module turns the
 config into ``TrainingArguments`` and wires llmtune's callbacks. Nothing task-specific lives here.
 Because Trainer runs on Accelerate, ``accelerate launch -m llmtune ...`` gives multi-process for free.
+
+After training, runners use ``final_evaluate`` (which reuses an evaluation already made at the last
+step) and ``mfu_metrics`` (model FLOPs utilisation against a datasheet or measured peak).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from llmtune.config.schema import RunConfig
 
@@ -90,13 +97,29 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, has_eval: bool, prec
         fp16=precision == "fp16",
         use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu,
-        gradient_checkpointing=t.gradient_checkpointing,
+        **_checkpointing_argument(t.gradient_checkpointing),
         ddp_find_unused_parameters=False,
         report_to=[],
         disable_tqdm=True,
         remove_unused_columns=False,
         save_only_model=False,
     )
+
+
+def _checkpointing_argument(enabled: bool) -> dict[str, bool]:
+    """Activation checkpointing under the name this transformers knows.
+
+    transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on
+    every use of the old name, even ``False``; so pass nothing when off.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if not enabled:
+        return {}
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
 
 
 def build_trainer(
@@ -133,9 +156,12 @@ def build_trainer(
         replace_default_progress,
     )
 
+    _quiet_false_alarms()
     args = training_arguments(cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision)
     throughput = ThroughputTracker(inputs.tokens_per_step)
-    callbacks = [MetricsLogCallback(run_dir / METRICS_FILE), throughput, *inputs.callbacks]
+    # Runner callbacks (e.g. sample generation after evaluation) go before the throughput tracker and
+    # time budget, so the time they take counts as evaluation time, not as training step time.
+    callbacks = [MetricsLogCallback(run_dir / METRICS_FILE), *inputs.callbacks, throughput]
     if time_budget_s is not None:
         callbacks.append(TimeBudgetCallback(time_budget_s))
     if args.load_best_model_at_end and cfg.train.early_stopping_patience:
@@ -158,11 +184,23 @@ def build_trainer(
 
 
 def _trainer_class() -> type:
-    """A Trainer that adds derived metrics to every evaluation before they are logged."""
+    """A Trainer that adds derived metrics to every evaluation and saves without progress bars."""
     from transformers import Trainer
 
     class LlmtuneTrainer(Trainer):
         derive_metrics: Optional[Callable[[dict[str, float], str], dict[str, float]]] = None
+
+        def save_model(self, *args: Any, **kwargs: Any) -> None:
+            # save_pretrained draws a "Writing model shards" bar for every checkpoint, even one shard.
+            with _no_transformers_progress():
+                super().save_model(*args, **kwargs)
+
+        def _issue_warnings_after_load(self, load_result: Any) -> None:
+            # Tied weights (lm_head = token embedding) are saved once, so resuming always "misses" the
+            # second name although loading the first filled both; warn only about truly missing keys.
+            shared = _shared_parameter_names(self.model)
+            missing = [key for key in load_result.missing_keys if key not in shared]
+            super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
         def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
             output = super().evaluation_loop(*args, **kwargs)
@@ -172,6 +210,67 @@ def _trainer_class() -> type:
             return output
 
     return LlmtuneTrainer
+
+
+def _shared_parameter_names(model: Any) -> set[str]:
+    """Names of parameters that share their tensor with another name (tied weights)."""
+    names_by_tensor: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_by_tensor.setdefault(id(param), []).append(name)
+    return {name for names in names_by_tensor.values() if len(names) > 1 for name in names}
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def _quiet_false_alarms() -> None:
+    """Silence transformers warnings that are wrong for llmtune runs (idempotent)."""
+    # Checkpoints saved less than a second apart (small models) look like an mtime-less filesystem;
+    # the fallback it announces (ordering by step number) is what llmtune wants anyway.
+    logger = logging.getLogger("transformers.trainer_utils")
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages("mtime may not be reliable"))
+
+
+@contextmanager
+def _no_transformers_progress() -> Iterator[None]:
+    """Hide transformers' tqdm bars inside the block (restored after, only if they were on)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def final_evaluate(trainer: Any) -> dict[str, float]:
+    """Evaluation metrics of the model as training left it, evaluating only when needed.
+
+    When training ended with an evaluation at its last step (evaluation every N steps, each epoch, or
+    a time-budget stop), those logged metrics describe the final model and are returned as they are;
+    evaluating again would cost time and log the same numbers twice.
+
+    Returns:
+        The ``eval_*`` metrics.
+    """
+    state = trainer.state
+    if not trainer.args.load_best_model_at_end:  # else the final weights are not those evaluated last
+        for record in reversed(state.log_history):
+            if record.get("step") == state.global_step and "eval_loss" in record:
+                return {k: v for k, v in record.items() if k.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[str]:
@@ -190,3 +289,88 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[str]:
     if last is None:
         raise ConfigError(f"--resume: no checkpoint-N folder in {run_dir}; start without --resume")
     return last
+
+
+# Dense (no 2:4 sparsity) bf16/fp16 tensor-core peaks per GPU from NVIDIA's datasheets, in FLOP/s.
+# Matched as substrings of the CUDA device name, most specific first ("A100" before "A10").
+GPU_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("B200", 2250e12),
+    ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10", 125e12), ("V100", 125e12),
+    ("T4", 65e12),
+)
+
+
+def peak_flops(precision: str) -> tuple[float, str]:
+    """Peak FLOP/s of one device, the denominator of MFU.
+
+    Known GPUs training in bf16/fp16 use the datasheet figure. Anything else (CPUs, fp32, unknown
+    GPUs) uses a measured square GEMM in the training precision, which is what the hardware delivers
+    to a perfect matmul here; MFU against it reads as "fraction of achievable matmul speed".
+
+    Args:
+        precision: The resolved training precision (``fp32``, ``bf16``, ``fp16``).
+
+    Returns:
+        ``(flops_per_second, source)`` where ``source`` says where the figure came from.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return measure_gemm_flops("cpu", "fp32"), "measured fp32 GEMM on cpu"
+    name = torch.cuda.get_device_name()
+    if precision in ("bf16", "fp16"):
+        for key, flops in GPU_PEAK_FLOPS:
+            if key in name:
+                return flops, f"{name} datasheet ({precision} dense)"
+    return measure_gemm_flops("cuda", precision), f"measured {precision} GEMM on {name}"
+
+
+@functools.lru_cache(maxsize=None)
+def measure_gemm_flops(device: str, precision: str = "fp32", seconds: float = 0.5) -> float:
+    """FLOP/s of repeated square matrix products on ``device`` for about ``seconds`` (cached per process)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    n = 4096 if device == "cuda" else 1024
+    # A private generator: drawing from the global one would shift the training random stream.
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    a @ b  # warm-up: kernel selection, thread pool start
+    sync()
+    count, start, elapsed = 0, time.perf_counter(), 0.0
+    while elapsed < seconds:
+        for _ in range(8 if device == "cuda" else 1):
+            a @ b
+            count += 1
+        sync()
+        elapsed = time.perf_counter() - start
+    return 2 * n**3 * count / elapsed
+
+
+def mfu_metrics(tokens_per_second: Optional[float], flops_per_token: float, precision: str,
+                world_size: int = 1) -> dict[str, Any]:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all devices.
+
+    Args:
+        tokens_per_second: Training tokens per second over all processes (None: unknown).
+        flops_per_token: Training FLOPs per token (``modeling.estimate_flops_per_token``).
+        precision: The resolved training precision.
+        world_size: Number of processes (one device each).
+
+    Returns:
+        ``model_flops_per_second``, ``peak_flops`` (one device), ``peak_flops_source`` and ``mfu`` (a
+        fraction; None when throughput is unknown).
+    """
+    peak, source = peak_flops(precision)
+    achieved = tokens_per_second * flops_per_token if tokens_per_second else None
+    return {
+        "model_flops_per_second": achieved,
+        "peak_flops": peak,
+        "peak_flops_source": source,
+        "mfu": achieved / (peak * max(1, world_size)) if achieved else None,
+    }

@@ -1,43 +1,102 @@
-"""``llmtune pretrain``: data -> tokenizer -> model from scratch -> packed blocks -> Trainer -> run dir."""
+"""``llmtune pretrain``: data -> tokenizer -> model from scratch -> packed blocks -> Trainer -> run dir.
+
+``run`` first prepares everything that can fail on bad input (data, tokenizer, model config, packing,
+the time budget), then trains, evaluates, saves and reports. A run that fails on bad input before its
+first training step removes the run dir it created, so the corrected command can simply be rerun.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.errors import ConfigError, DataError
-from llmtune.runs.common import RunResult, finish_run, log, start_run
+from llmtune.errors import ConfigError, DataError, LlmtuneError
+from llmtune.runs.common import RunResult, finish_run, is_main_process, log, start_run
 
-TEXT_COLUMNS = ("text",)
-_EVAL_RESERVE = 1.15  # keep ~15 % of the remaining budget for evaluation and saving
+_STEP_MARGIN = 1.1  # step-time noise: plan ~10 % fewer steps than the estimate allows
+_FINISH_SECONDS = 1.0  # final save and the MFU peak measurement
+_PROGRESS_ROWS = 10_000  # packing fewer rows takes about a second: no bar
+_PARALLEL_ROWS = 50_000  # pack this many rows or more in several processes
+_MAX_PACK_PROCS = 8
+
+
+@dataclass
+class _Prepared:
+    """Everything training needs, checked before the first step."""
+
+    cfg: RunConfig
+    task: Any
+    tokenizer: Any
+    model: Any
+    train_blocks: Any
+    eval_blocks: Any
+    units: dict[str, float]
+    precision: str
+    checkpoint: Optional[str]
+    budget_left: Optional[float]
 
 
 def run(cfg: RunConfig) -> RunResult:
     """Pre-train a model from scratch as ``cfg`` says and return where everything went."""
-    import torch
-
-    from llmtune.data.loading import load_task_data
-    from llmtune.tasks import TASK_INFO
+    from llmtune.engine.trainer import resume_checkpoint
     from llmtune.tasks.lm import LanguageModelTask
 
     started = time.monotonic()
+    if cfg.model.name_or_path:
+        raise ConfigError(
+            "pretrain continues from an existing model in a later release; use finetune --task generation"
+        )
     arch = cfg.model.arch or "gpt2"
-    task = LanguageModelTask(masked=arch == "bert")
-    cfg = cfg.model_copy(update={"task": task.name, "model": cfg.model.model_copy(update={"arch": arch})})
-    run_dir = start_run(cfg, default_name=f"pretrain-{arch}-{cfg.model.size}")
+    # train.mlm_probability is read when the schema has it (requested); BERT's 0.15 until then.
+    task = LanguageModelTask(arch == "bert", cfg.train.mlm_probability)
+    default_dir = Path("runs") / f"pretrain-{arch}-{cfg.model.size}"
+    output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
+    cfg = cfg.model_copy(update={
+        "task": task.name,
+        "model": cfg.model.model_copy(update={"arch": arch}),
+        "train": cfg.train.model_copy(update={"output_dir": str(output_dir)}),
+    })
+    fresh = cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+    run_dir = start_run(cfg, default_name=default_dir.name)
+    try:
+        prepared = _prepare(cfg, task, arch, run_dir, resume_checkpoint(cfg, run_dir), started)
+    except LlmtuneError:
+        if fresh and is_main_process():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping; a rerun must not need --overwrite
+        raise
+    return _train(prepared, run_dir, started)
+
+
+def _prepare(
+    cfg: RunConfig, task: Any, arch: str, run_dir: Path, checkpoint: Optional[str], started: float
+) -> _Prepared:
+    import torch
+
+    from llmtune.data.loading import load_task_data
+    from llmtune.modeling import resolve_precision
+    from llmtune.tasks import TASK_INFO
+
+    precision = resolve_precision(cfg.train.precision)
     data = load_task_data(cfg.data, TASK_INFO[task.name].columns, seed=cfg.train.seed)
     for note in data.notes:
         log(note)
     tokenizer = _tokenizer(cfg, data, masked=task.masked, run_dir=run_dir)
     torch.manual_seed(cfg.train.seed)
-    model = _model(cfg, arch, task.name, tokenizer)
+    model = _model(cfg, arch, task, tokenizer)
     train_blocks, eval_blocks = _pack(task, data, tokenizer, cfg.train.max_length)
     units = _units(eval_blocks if eval_blocks is not None else train_blocks, cfg.train.max_length, task.masked)
-    budget_left = _budget_left(cfg, started)
-    return _train(cfg, run_dir, model, tokenizer, task, train_blocks, eval_blocks, units, budget_left, started)
+    n_eval = len(eval_blocks) if eval_blocks is not None else 0
+    cfg, budget_left = _fit_budget(cfg, model, task.collator(tokenizer), train_blocks, n_eval, precision, started,
+                                   _steps_done(checkpoint))
+    return _Prepared(cfg, task, tokenizer, model, train_blocks, eval_blocks, units, precision, checkpoint, budget_left)
 
 
 def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Path) -> Any:
@@ -47,13 +106,18 @@ def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Path) -> Any
         tok = load_tokenizer(cfg.model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
         log(f"tokenizer: {cfg.model.tokenizer} (vocab {len(tok)})")
         return tok
-    tok_cfg = cfg.tokenizer
+    if cfg.train.resume and (run_dir / "tokenizer.json").is_file():
+        # The checkpoint's embeddings index this vocabulary: never retrain it, even if the data changed.
+        tok = load_tokenizer(str(run_dir))
+        log(f"tokenizer: the run's own (vocab {len(tok)}), as the checkpoint was trained with it")
+        return tok
     heldout = _sample_texts(data.validation if data.validation is not None else data.train, 200)
     tok, report = train_and_report(
-        iter_texts(data.train), tok_cfg.model_copy(update={"model_max_length": cfg.train.max_length}),
+        iter_texts(data.train), cfg.tokenizer.model_copy(update={"model_max_length": cfg.train.max_length}),
         family="masked" if masked else "causal", heldout=heldout,
     )
-    tok.save_pretrained(str(run_dir))
+    if is_main_process():
+        tok.save_pretrained(str(run_dir))
     log(
         f"tokenizer: trained {report.type} vocab {report.vocab_size} in {report.train_seconds:.1f}s; "
         f"held-out {report.heldout.get('chars_per_token', float('nan')):.2f} chars/token, "
@@ -66,20 +130,22 @@ def _sample_texts(dataset: Any, n: int) -> list[str]:
     return [t for t in dataset.select(range(min(n, len(dataset))))["text"] if t and t.strip()]
 
 
-def _model(cfg: RunConfig, arch: str, task_name: str, tokenizer: Any) -> Any:
+def _model(cfg: RunConfig, arch: str, task: Any, tokenizer: Any) -> Any:
     from llmtune.modeling import build_config, build_model, count_parameters, format_params
 
-    if cfg.model.name_or_path:
-        raise ConfigError("pretrain continues from an existing model in a later release; use finetune --task generation")
     config = build_config(arch, cfg.model.size, dict(cfg.model.config), tokenizer, cfg.train.max_length)
-    model = build_model(config, task_name)
+    model = build_model(config, task.name)
+    if getattr(model, "loss_type", "") is None:
+        # GPT2LMHeadModel's class name hides its loss type; transformers then warns on every run.
+        model.loss_type = "ForMaskedLM" if task.masked else "ForCausalLM"
     total, trainable = count_parameters(model)
-    log(f"model: {arch}-{cfg.model.size} from scratch, {format_params(total)} parameters ({format_params(trainable)} trainable)")
+    log(f"model: {arch}-{cfg.model.size} from scratch, {format_params(total)} parameters "
+        f"({format_params(trainable)} trainable)")
     return model
 
 
 def _pack(task: Any, data: Any, tokenizer: Any, block_size: int) -> tuple[Any, Optional[Any]]:
-    train_blocks = task.preprocess(data.train, tokenizer, block_size, desc="packing train")
+    train_blocks, cached = _pack_split(task, data.train, tokenizer, block_size, "train")
     if len(train_blocks) == 0:
         raise DataError(
             f"the training text is too short for one block of {block_size} tokens; "
@@ -87,12 +153,30 @@ def _pack(task: Any, data: Any, tokenizer: Any, block_size: int) -> tuple[Any, O
         )
     eval_blocks = None
     if data.validation is not None:
-        eval_blocks = task.preprocess(data.validation, tokenizer, block_size, desc="packing eval")
+        eval_blocks, eval_cached = _pack_split(task, data.validation, tokenizer, block_size, "eval")
+        cached = None if cached is None or eval_cached is None else cached and eval_cached
         if len(eval_blocks) == 0:
             log(f"evaluation text is shorter than one block of {block_size} tokens: evaluating on training blocks")
             eval_blocks = train_blocks.select(range(min(len(train_blocks), 8)))
-    log(f"data: {len(train_blocks)} training blocks, {len(eval_blocks) if eval_blocks is not None else 0} evaluation blocks of {block_size} tokens")
+    how = {True: " (loaded from the datasets cache: not tokenized again)",
+           False: " (tokenized; cached for reruns with the same data and tokenizer)"}.get(cached, "")
+    n_eval = len(eval_blocks) if eval_blocks is not None else 0
+    log(f"data: {len(train_blocks)} training blocks, {n_eval} evaluation blocks of {block_size} tokens{how}")
     return train_blocks, eval_blocks
+
+
+def _pack_split(task: Any, rows: Any, tokenizer: Any, block_size: int, name: str) -> tuple[Any, Optional[bool]]:
+    """Pack one split; also say whether it came from the datasets cache (None: not cacheable)."""
+    num_proc = min(_MAX_PACK_PROCS, os.cpu_count() or 1) if len(rows) >= _PARALLEL_ROWS else None
+    if num_proc and num_proc > 1:
+        # Forked workers would otherwise each warn that the tokenizer's own threads were disabled.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    began = time.time()
+    with _datasets_progress(len(rows) >= _PROGRESS_ROWS):
+        blocks = task.preprocess(rows, tokenizer, block_size, desc=f"packing {name}", num_proc=num_proc)
+    # A cache hit returns files written by an earlier run; a miss writes them now.
+    files = [entry["filename"] for entry in blocks.cache_files]
+    return blocks, (all(os.path.getmtime(f) < began for f in files) if files else None)
 
 
 def _units(blocks: Any, block_size: int, masked: bool) -> dict[str, float]:
@@ -101,72 +185,161 @@ def _units(blocks: Any, block_size: int, masked: bool) -> dict[str, float]:
     return text_units_per_token(blocks, block_size, masked=masked)
 
 
-def _budget_left(cfg: RunConfig, started: float) -> Optional[float]:
-    """Seconds left for training: the budget counts from the start of the run (tokenizer included)."""
-    budget = cfg.train.time_budget_seconds
-    if budget is None:
-        return None
-    left = budget - (time.monotonic() - started)
-    if left <= 0:
-        raise ConfigError(
-            f"time budget {cfg.train.time_budget} was spent before training began (data and tokenizer took "
-            f"{time.monotonic() - started:.0f}s); give a larger --time-budget or pass --tokenizer DIR"
-        )
-    return left
+@contextmanager
+def _datasets_progress(show: bool) -> Iterator[None]:
+    """Hide datasets' progress bars inside the block unless ``show`` (restored after).
+
+    Packing a few thousand rows takes well under a second: a bar would only flash by.
+    """
+    import datasets
+
+    hide = not show and datasets.is_progress_bar_enabled()
+    if hide:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hide:
+            datasets.enable_progress_bars()
 
 
-def _steps_for_budget(cfg: RunConfig, model: Any, collate: Any, blocks: Any, seconds: float) -> int:
-    """Time two forward+backward passes and fit the step count (and so the LR schedule) to the budget."""
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _planned_steps(cfg: RunConfig, n_blocks: int) -> int:
+    per_step = cfg.train.batch_size * cfg.train.grad_accum * _world_size()
+    return cfg.train.max_steps or math.ceil(math.ceil(n_blocks / per_step) * cfg.train.epochs)
+
+
+def _steps_done(checkpoint: Optional[str]) -> int:
+    """Optimizer steps a checkpoint already holds (0 when starting fresh)."""
+    state = Path(checkpoint) / "trainer_state.json" if checkpoint else None
+    if state is None or not state.is_file():
+        return 0
+    return int(json.loads(state.read_text()).get("global_step", 0))
+
+
+def _fit_budget(
+    cfg: RunConfig, model: Any, collate: Any, blocks: Any, n_eval_blocks: int, precision: str, started: float,
+    done: int,
+) -> tuple[RunConfig, Optional[float]]:
+    """Check the time budget fits a step and fit the step count (and so the LR schedule) to it.
+
+    The budget counts from the start of the run, so data loading, tokenizer training and model
+    building are in it; so are the evaluations (estimated from the step time: a forward pass costs
+    about a third of forward + backward) and the final save. Returns the config (``max_steps``
+    lowered when fewer steps fit) and the seconds left for training.
+
+    Raises:
+        ConfigError: Not even one step fits (``check_budget_fits``).
+    """
     from llmtune.engine.callbacks import check_budget_fits
 
-    batch = collate([blocks[i] for i in range(min(cfg.train.batch_size, len(blocks)))])
+    t = cfg.train
+    budget = t.time_budget_seconds
+    if budget is None:
+        return cfg, None
+    pass_seconds = _time_pass(t.batch_size, model, collate, blocks, precision)
+    step_seconds = pass_seconds * t.grad_accum * 1.1  # + optimizer step and data loading
+    spent = time.monotonic() - started
+    check_budget_fits(budget, step_seconds, spent=spent)
+    eval_seconds = pass_seconds / 3 * math.ceil(n_eval_blocks / (t.eval_batch_size or t.batch_size))
+    per_step = step_seconds + (eval_seconds / t.eval_steps if t.eval_steps else 0.0)
+    usable = budget - spent - eval_seconds - _FINISH_SECONDS
+    fit = max(1, math.floor(usable / _STEP_MARGIN / per_step))
+    remaining = _planned_steps(cfg, len(blocks)) - done
+    if fit < remaining:
+        log(f"time budget: ~{fit} of {remaining} planned steps fit; the schedule decays over {done + fit} steps")
+        cfg = cfg.model_copy(update={"train": t.model_copy(update={"max_steps": done + fit})})
+    return cfg, max(1e-3, budget - (time.monotonic() - started))
+
+
+def _time_pass(batch_size: int, model: Any, collate: Any, blocks: Any, precision: str) -> float:
+    """Seconds for one forward+backward pass of a micro-batch on the training device (faster of two)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")
+    model.to(device)  # timing on the CPU would wildly overestimate a GPU step
+    features = [blocks[i] for i in range(min(batch_size, len(blocks)))]
+    batch = {k: v.to(device) for k, v in collate(features).items()}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model.train()
     timings = []
     for _ in range(2):
         start = time.perf_counter()
-        model(**batch).loss.backward()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - start)
     model.zero_grad(set_to_none=True)
-    step_seconds = min(timings) * cfg.train.grad_accum * 1.1  # + optimizer step and data loading
-    check_budget_fits(seconds, step_seconds)
-    return max(1, math.floor(seconds / _EVAL_RESERVE / step_seconds))
+    return min(timings)
 
 
-def _train(
-    cfg: RunConfig, run_dir: Path, model: Any, tokenizer: Any, task: Any, train_blocks: Any,
-    eval_blocks: Any, units: dict[str, float], budget_left: Optional[float], started: float,
-) -> RunResult:
-    from llmtune.engine.trainer import EngineInputs, build_trainer, resume_checkpoint
-    from llmtune.modeling import estimate_flops_per_token, resolve_precision
-    from llmtune.tasks.lm import lm_eval_metrics
+def _train(p: _Prepared, run_dir: Path, started: float) -> RunResult:
+    from llmtune.engine.trainer import EngineInputs, build_trainer, final_evaluate
 
-    collate = task.collator(tokenizer)
-    steps_per_epoch = math.ceil(len(train_blocks) / (cfg.train.batch_size * cfg.train.grad_accum))
-    planned = cfg.train.max_steps or math.ceil(steps_per_epoch * cfg.train.epochs)
-    if budget_left is not None:
-        fit = _steps_for_budget(cfg, model, collate, train_blocks, budget_left)
-        if fit < planned:
-            log(f"time budget: ~{fit} of {planned} planned steps fit; the schedule decays over {fit} steps")
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": fit})})
-        budget_left = _budget_left(cfg, started)
-    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.train.max_length
-    inputs = EngineInputs(model, tokenizer, train_blocks, eval_blocks, collate, tokens_per_step=tokens_per_step)
+    cfg = p.cfg
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.train.max_length * _world_size()
+    inputs = EngineInputs(p.model, p.tokenizer, p.train_blocks, p.eval_blocks, p.task.collator(p.tokenizer),
+                          tokens_per_step=tokens_per_step, callbacks=_sample_callbacks(p, run_dir))
     trainer, throughput = build_trainer(
-        cfg, inputs, run_dir, precision=resolve_precision(cfg.train.precision), time_budget_s=budget_left,
-        derive_metrics=lambda m, p: _prefixed(lm_eval_metrics(m[f"{p}_loss"], units), p) if not task.masked else {},
+        cfg, inputs, run_dir, precision=p.precision, time_budget_s=p.budget_left,
+        derive_metrics=None if p.task.masked else _text_metrics(p.units),
     )
-    train_out = trainer.train(resume_from_checkpoint=resume_checkpoint(cfg, run_dir))
+    train_out = trainer.train(resume_from_checkpoint=p.checkpoint)
     metrics = dict(train_out.metrics)
-    if eval_blocks is not None:
-        metrics.update(trainer.evaluate())
-    trainer.save_model(str(run_dir))
-    tokenizer.save_pretrained(str(run_dir))
-    summary = throughput.summary()
-    flops = estimate_flops_per_token(model, cfg.train.max_length)
-    metrics.update(summary, flops_per_token=flops, wall_seconds=time.monotonic() - started)
-    metrics["mfu_flops_per_second"] = (summary.get("train_tokens_per_second") or 0.0) * flops
+    if p.eval_blocks is not None:
+        metrics.update(final_evaluate(trainer))
+    trainer.save_model(str(run_dir))  # weights, config and tokenizer (the Trainer's processing_class)
+    metrics.update(_throughput(throughput.summary(), p.model, cfg.train.max_length, p.precision))
+    metrics["wall_seconds"] = time.monotonic() - started
     return finish_run(cfg, run_dir, metrics)
 
 
-def _prefixed(values: dict[str, float], prefix: str) -> dict[str, float]:
-    return {f"{prefix}_{k}": v for k, v in values.items()}
+def _sample_callbacks(p: _Prepared, run_dir: Path) -> list[Any]:
+    """A sample generation at each evaluation, for causal LMs: prompt = opening of the evaluation text."""
+    from llmtune.engine.samples import SAMPLES_FILE, SampleCallback, sample_prompt
+
+    if p.task.masked or p.eval_blocks is None or len(p.eval_blocks) == 0:
+        return []
+    prompt = sample_prompt(p.eval_blocks[0]["input_ids"], p.tokenizer)
+    return [SampleCallback(p.tokenizer, prompt, run_dir / SAMPLES_FILE)]
+
+
+def _throughput(summary: dict[str, Any], model: Any, seq_len: int, precision: str) -> dict[str, Any]:
+    """Tokens/s, peak memory and MFU for metrics.json, with one line for the user."""
+    from llmtune.engine.trainer import mfu_metrics
+    from llmtune.modeling import estimate_flops_per_token
+
+    flops = estimate_flops_per_token(model, seq_len)
+    out = {**summary, "flops_per_token": flops,
+           **mfu_metrics(summary.get("train_tokens_per_second"), flops, precision, _world_size())}
+    parts = []
+    if out.get("train_tokens_per_second"):
+        parts.append(f"{out['train_tokens_per_second']:,.0f} tok/s")
+    if out.get("mfu") is not None:
+        peak = f"{_flops(out['peak_flops'])} per device ({out['peak_flops_source']})"
+        parts.append(f"MFU {100 * out['mfu']:.1f} % of {peak}")
+    if out.get("peak_memory_bytes"):
+        parts.append(f"peak memory {out['peak_memory_bytes'] / 2**30:.2f} GiB ({out['peak_memory_kind']})")
+    if parts:
+        log("throughput: " + ", ".join(parts))
+    return out
+
+
+def _flops(value: float) -> str:
+    return f"{value / 1e12:,.1f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
+
+
+def _text_metrics(units: dict[str, float]) -> Callable[[dict[str, float], str], dict[str, float]]:
+    """Perplexity and bits per token/char/byte from each evaluation's loss (causal LMs)."""
+    from llmtune.tasks.lm import lm_eval_metrics
+
+    def derive(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v for k, v in lm_eval_metrics(metrics[f"{prefix}_loss"], units).items()}
+
+    return derive

@@ -97,7 +97,6 @@ def test_debug_shows_traceback(monkeypatch, cli):
 
 
 def test_debug_flag_sets_debug(cli, monkeypatch):
-    monkeypatch.delenv("LLMTUNE_DEBUG", raising=False)
+    monkeypatch.setenv("LLMTUNE_DEBUG", "0")  # recorded, so teardown restores the absence of the flag
     result = cli("--debug", "pretrain", "--recipe", "gpt2-tinyy")
     assert result.exit_code == 2 and "Traceback" in result.output
-    monkeypatch.delenv("LLMTUNE_DEBUG", raising=False)
