@@ -10,7 +10,7 @@ readers and the docs.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,6 +71,7 @@ class DataConfig(_Section):
     )
     max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
     max_eval_samples: Optional[int] = Field(None, gt=0, description="Use at most this many evaluation rows.")
+    allow_no_answer: bool = Field(False, description="QA: train and score unanswerable questions (SQuAD v2).")
 
 
 class ModelConfig(_Section):
@@ -122,6 +123,10 @@ class TrainConfig(_Section):
     logging_steps: int = Field(10, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    class_weights: Optional[Union[Literal["balanced"], list[float], dict[str, float]]] = Field(
+        None, description="Classification loss weights: 'balanced', one weight per label, or {label: weight}."
+    )
+    doc_stride: Optional[int] = Field(None, gt=0, description="QA: tokens shared by consecutive context windows.")
     mlm_probability: float = Field(
         0.15, gt=0, lt=1, description="Masked LM: fraction of tokens chosen for prediction each batch (dynamic masking)."
     )

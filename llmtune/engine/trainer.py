@@ -35,6 +35,8 @@ class EngineInputs:
         preprocess_logits: Shrinks logits before they are gathered (e.g. argmax), saving memory.
         tokens_per_step: Tokens in one optimizer step (for tokens/s), if known.
         callbacks: Extra callbacks from the runner.
+        compute_loss: Custom loss ``f(outputs, labels, num_items_in_batch)`` (e.g. class-weighted), or None.
+        group_by_length: Batch examples of similar length together (features need a ``length`` column).
     """
 
     model: Any
@@ -46,9 +48,13 @@ class EngineInputs:
     preprocess_logits: Optional[Callable[..., Any]] = None
     tokens_per_step: Optional[int] = None
     callbacks: list[Any] = field(default_factory=list)
+    compute_loss: Optional[Callable[..., Any]] = None
+    group_by_length: bool = False
 
 
-def training_arguments(cfg: RunConfig, output_dir: Path, *, has_eval: bool, precision: str = "fp32") -> Any:
+def training_arguments(
+    cfg: RunConfig, output_dir: Path, *, has_eval: bool, precision: str = "fp32", group_by_length: bool = False
+) -> Any:
     """Map ``cfg.train`` onto ``transformers.TrainingArguments``.
 
     Args:
@@ -56,6 +62,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, has_eval: bool, prec
         output_dir: Run directory (checkpoints go to ``output_dir/checkpoint-N``).
         has_eval: Whether there is evaluation data (else no evaluation strategy).
         precision: Resolved precision (``fp32``, ``bf16`` or ``fp16``), never ``auto``.
+        group_by_length: Length-grouped sampling (fewer pad tokens per batch with dynamic padding).
 
     Returns:
         The TrainingArguments.
@@ -102,6 +109,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, has_eval: bool, prec
         report_to=[],
         disable_tqdm=True,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         save_only_model=False,
     )
 
@@ -157,7 +165,10 @@ def build_trainer(
     )
 
     _quiet_false_alarms()
-    args = training_arguments(cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision)
+    args = training_arguments(
+        cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision,
+        group_by_length=inputs.group_by_length,
+    )
     throughput = ThroughputTracker(inputs.tokens_per_step)
     # Runner callbacks (e.g. sample generation after evaluation) go before the throughput tracker and
     # time budget, so the time they take counts as evaluation time, not as training step time.
@@ -176,6 +187,7 @@ def build_trainer(
         processing_class=inputs.tokenizer,
         compute_metrics=inputs.compute_metrics,
         preprocess_logits_for_metrics=inputs.preprocess_logits,
+        compute_loss_func=inputs.compute_loss,
         callbacks=callbacks,
     )
     trainer.derive_metrics = derive_metrics

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from llmtune.config.schema import RunConfig
 from llmtune.rundir import RunDir
+
+
+PROGRESS_ROWS = 10_000  # tokenizing fewer rows takes about a second: no progress bar
 
 
 @dataclass
@@ -53,3 +57,21 @@ def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any]) -> RunRes
         run.write_metrics(metrics)
         run.mark_complete({"command": cfg.command, "task": cfg.task})
     return RunResult(run_dir, metrics)
+
+
+@contextmanager
+def datasets_progress(show: bool) -> Iterator[None]:
+    """Hide datasets' progress bars inside the block unless ``show`` (restored after).
+
+    Packing a few thousand rows takes well under a second: a bar would only flash by.
+    """
+    import datasets
+
+    hide = not show and datasets.is_progress_bar_enabled()
+    if hide:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hide:
+            datasets.enable_progress_bars()

@@ -12,18 +12,16 @@ import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, DataError, LlmtuneError
-from llmtune.runs.common import RunResult, finish_run, is_main_process, log, start_run
+from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, start_run
 
 _STEP_MARGIN = 1.1  # step-time noise: plan ~10 % fewer steps than the estimate allows
 _FINISH_SECONDS = 1.0  # final save and the MFU peak measurement
-_PROGRESS_ROWS = 10_000  # packing fewer rows takes about a second: no bar
 _PARALLEL_ROWS = 50_000  # pack this many rows or more in several processes
 _MAX_PACK_PROCS = 8
 
@@ -172,7 +170,7 @@ def _pack_split(task: Any, rows: Any, tokenizer: Any, block_size: int, name: str
         # Forked workers would otherwise each warn that the tokenizer's own threads were disabled.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     began = time.time()
-    with _datasets_progress(len(rows) >= _PROGRESS_ROWS):
+    with datasets_progress(len(rows) >= PROGRESS_ROWS):
         blocks = task.preprocess(rows, tokenizer, block_size, desc=f"packing {name}", num_proc=num_proc)
     # A cache hit returns files written by an earlier run; a miss writes them now.
     files = [entry["filename"] for entry in blocks.cache_files]
@@ -185,22 +183,6 @@ def _units(blocks: Any, block_size: int, masked: bool) -> dict[str, float]:
     return text_units_per_token(blocks, block_size, masked=masked)
 
 
-@contextmanager
-def _datasets_progress(show: bool) -> Iterator[None]:
-    """Hide datasets' progress bars inside the block unless ``show`` (restored after).
-
-    Packing a few thousand rows takes well under a second: a bar would only flash by.
-    """
-    import datasets
-
-    hide = not show and datasets.is_progress_bar_enabled()
-    if hide:
-        datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if hide:
-            datasets.enable_progress_bars()
 
 
 def _world_size() -> int:
