@@ -35,5 +35,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
 
+# Benchmarks against in-process baselines (~15 min on 2 cores); not part of `make test`. See bench/run_all.py.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
