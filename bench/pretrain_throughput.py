@@ -78,9 +78,14 @@ def gemm_peak_flops() -> float:
 def llmtune_config(output_dir: Path, total_steps: int) -> Any:
     """The recipe as a user would override it on the command line."""
     from llmtune.config import load_config
+    from llmtune.modeling import PRESETS
 
+    # Pin the tiny preset's shape: the recipe may shrink its model for CPU quality, but this benchmark
+    # is about a >= 5M-parameter model. (A --set of model.config replaces the recipe's whole mapping.)
+    shape = {k: v for k, v in PRESETS["gpt2"]["tiny"].items() if k != "n_positions"}
+    model_config = "{" + ", ".join(f"{k}: {v}" for k, v in {**shape, "vocab_size": VOCAB}.items()) + "}"
     sets = [f"train.batch_size={BATCH}", f"train.max_length={BLOCK}", f"tokenizer.vocab_size={VOCAB}",
-            f"model.config={{vocab_size: {VOCAB}}}", f"train.max_steps={total_steps}",
+            f"model.config={model_config}", f"train.max_steps={total_steps}",
             "train.time_budget=null", "train.precision=fp32", "train.overwrite=true"]
     return load_config("pretrain", RECIPE, {"data.dataset": "builtin:text", "train.output_dir": str(output_dir)}, sets)
 

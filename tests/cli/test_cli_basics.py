@@ -57,7 +57,8 @@ def test_print_config_resolves_precedence(cli, tmp_path):
     assert result.exit_code == 0, result.output
     cfg = yaml.safe_load(result.output)
     assert cfg["train"]["lr"] == 2e-5 and cfg["train"]["batch_size"] == 4
-    assert cfg["model"]["config"] == {"n_layer": 2} and cfg["model"]["arch"] == "gpt2"
+    assert cfg["model"]["config"]["n_layer"] == 2 and cfg["model"]["config"]["n_embd"] == 128  # merged
+    assert cfg["model"]["arch"] == "gpt2"
     assert cfg["data"]["dataset"] == "builtin:text"
 
 
