@@ -14,9 +14,17 @@ from llmtune.errors import ConfigError, LlmtuneError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NOT_FLAGS = {"recipe", "set_", "print_config"}
-# Commands whose defaults were tuned by measurement live in a recipe (documented in its header), used
-# when no --recipe is given, so `llmtune pretrain --dataset x.txt` gets the measured defaults.
-DEFAULT_RECIPES = {"pretrain": "pretrain/gpt2-tiny"}
+# Defaults tuned by measurement live in a recipe (documented in its header), used when no --recipe is
+# given, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Pretrain picks the tiny recipe
+# of the requested --arch; other sizes start from the plain presets.
+_TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
+
+
+def default_recipe(command: str, params: dict[str, Any]) -> Optional[str]:
+    """The recipe a command uses when the user names none (None: schema defaults only)."""
+    if command == "pretrain" and params.get("size") in (None, "tiny"):
+        return _TINY_PRETRAIN.get(params.get("arch") or "gpt2")
+    return None
 
 
 def debug_enabled() -> bool:
@@ -83,7 +91,7 @@ def resolve_config(command: str, params: dict[str, Any]) -> Any:
         if name == "columns":
             value = parse_columns(value)
         flags[FLAG_PATHS[name]] = value.value if isinstance(value, Enum) else value
-    recipe = params.get("recipe") or DEFAULT_RECIPES.get(command)
+    recipe = params.get("recipe") or default_recipe(command, params)
     cfg = load_config(command, recipe, flags, params.get("set_") or [])
     if params.get("print_config"):
         typer.echo(dump_config(cfg), nl=False)

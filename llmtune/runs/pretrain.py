@@ -53,7 +53,6 @@ def run(cfg: RunConfig) -> RunResult:
             "pretrain continues from an existing model in a later release; use finetune --task generation"
         )
     arch = cfg.model.arch or "gpt2"
-    # train.mlm_probability is read when the schema has it (requested); BERT's 0.15 until then.
     task = LanguageModelTask(arch == "bert", cfg.train.mlm_probability)
     default_dir = Path("runs") / f"pretrain-{arch}-{cfg.model.size}"
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()

@@ -101,3 +101,11 @@ def test_debug_flag_sets_debug(cli, monkeypatch):
     monkeypatch.setenv("LLMTUNE_DEBUG", "0")  # recorded, so teardown restores the absence of the flag
     result = cli("--debug", "pretrain", "--recipe", "gpt2-tinyy")
     assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_pretrain_default_recipe_follows_arch(cli):
+    for arch, recipe_task, tok_type in (("gpt2", "causal_lm", "bpe"), ("llama", "causal_lm", "bpe"), ("bert", "masked_lm", "wordpiece")):
+        cfg = yaml.safe_load(cli("pretrain", "--arch", arch, "--dataset", "x.txt", "--print-config").output)
+        assert cfg["model"]["arch"] == arch and cfg["task"] == recipe_task and cfg["tokenizer"]["type"] == tok_type
+    small = yaml.safe_load(cli("pretrain", "--arch", "gpt2", "--size", "small", "--dataset", "x.txt", "--print-config").output)
+    assert small["model"]["config"] == {}  # the tiny recipe's shape overrides do not leak into other sizes
