@@ -20,6 +20,8 @@ from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, DataError, LlmtuneError
 from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, start_run
 
+_REFIT_HEADROOM = 2.0  # the real step time may be up to 2x better than the first estimate
+_REFIT_SKIP, _REFIT_MEASURE = 3, 20  # warm-up steps ignored, then steps measured before refitting
 _STEP_MARGIN = 1.1  # step-time noise: plan ~10 % fewer steps than the estimate allows
 _FINISH_SECONDS = 1.0  # final save and the MFU peak measurement
 _PARALLEL_ROWS = 50_000  # pack this many rows or more in several processes
@@ -40,6 +42,7 @@ class _Prepared:
     precision: str
     checkpoint: Optional[str]
     budget_left: Optional[float]
+    budget_callbacks: list[Any]
 
 
 def run(cfg: RunConfig) -> RunResult:
@@ -91,9 +94,11 @@ def _prepare(
     train_blocks, eval_blocks = _pack(task, data, tokenizer, cfg.train.max_length)
     units = _units(eval_blocks if eval_blocks is not None else train_blocks, cfg.train.max_length, task.masked)
     n_eval = len(eval_blocks) if eval_blocks is not None else 0
-    cfg, budget_left = _fit_budget(cfg, model, task.collator(tokenizer), train_blocks, n_eval, precision, started,
-                                   _steps_done(checkpoint))
-    return _Prepared(cfg, task, tokenizer, model, train_blocks, eval_blocks, units, precision, checkpoint, budget_left)
+    cfg, budget_left, budget_callbacks = _fit_budget(
+        cfg, model, task.collator(tokenizer), train_blocks, n_eval, precision, started, _steps_done(checkpoint)
+    )
+    return _Prepared(cfg, task, tokenizer, model, train_blocks, eval_blocks, units, precision, checkpoint, budget_left,
+                     budget_callbacks)
 
 
 def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Path) -> Any:
@@ -204,23 +209,26 @@ def _steps_done(checkpoint: Optional[str]) -> int:
 def _fit_budget(
     cfg: RunConfig, model: Any, collate: Any, blocks: Any, n_eval_blocks: int, precision: str, started: float,
     done: int,
-) -> tuple[RunConfig, Optional[float]]:
+) -> tuple[RunConfig, Optional[float], list[Any]]:
     """Check the time budget fits a step and fit the step count (and so the LR schedule) to it.
 
     The budget counts from the start of the run, so data loading, tokenizer training and model
     building are in it; so are the evaluations (estimated from the step time: a forward pass costs
-    about a third of forward + backward) and the final save. Returns the config (``max_steps``
-    lowered when fewer steps fit) and the seconds left for training.
+    about a third of forward + backward) and the final save. This first estimate sets an upper
+    bound (``_REFIT_HEADROOM`` times the estimate); a ``ScheduleRefitCallback`` then fits the step
+    count and LR schedule from the real step times. Returns the config (``max_steps`` lowered when
+    fewer steps fit), the seconds left for training and the callbacks to add.
 
     Raises:
         ConfigError: Not even one step fits (``check_budget_fits``).
     """
+    from llmtune.engine.budget import ScheduleRefitCallback
     from llmtune.engine.callbacks import check_budget_fits
 
     t = cfg.train
     budget = t.time_budget_seconds
     if budget is None:
-        return cfg, None
+        return cfg, None, []
     pass_seconds = _time_pass(t.batch_size, model, collate, blocks, precision)
     step_seconds = pass_seconds * t.grad_accum * 1.1  # + optimizer step and data loading
     spent = time.monotonic() - started
@@ -231,9 +239,16 @@ def _fit_budget(
     fit = max(1, math.floor(usable / _STEP_MARGIN / per_step))
     remaining = _planned_steps(cfg, len(blocks)) - done
     if fit < remaining:
-        log(f"time budget: ~{fit} of {remaining} planned steps fit; the schedule decays over {done + fit} steps")
-        cfg = cfg.model_copy(update={"train": t.model_copy(update={"max_steps": done + fit})})
-    return cfg, max(1e-3, budget - (time.monotonic() - started))
+        log(f"time budget: ~{fit} of {remaining} planned steps fit (refitted from real step times after "
+            f"{_REFIT_SKIP + _REFIT_MEASURE} steps)")
+        cap = min(remaining, math.ceil(fit * _REFIT_HEADROOM))
+        cfg = cfg.model_copy(update={"train": t.model_copy(update={"max_steps": done + cap})})
+    refit = ScheduleRefitCallback(
+        started + budget, reserve_seconds=eval_seconds + _FINISH_SECONDS,
+        eval_seconds_per_step=eval_seconds / t.eval_steps if t.eval_steps else 0.0,
+        skip_steps=_REFIT_SKIP, measure_steps=_REFIT_MEASURE,
+    )
+    return cfg, max(1e-3, budget - (time.monotonic() - started)), [refit]
 
 
 def _time_pass(batch_size: int, model: Any, collate: Any, blocks: Any, precision: str) -> float:
@@ -266,7 +281,8 @@ def _train(p: _Prepared, run_dir: Path, started: float) -> RunResult:
     cfg = p.cfg
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.train.max_length * _world_size()
     inputs = EngineInputs(p.model, p.tokenizer, p.train_blocks, p.eval_blocks, p.task.collator(p.tokenizer),
-                          tokens_per_step=tokens_per_step, callbacks=_sample_callbacks(p, run_dir))
+                          tokens_per_step=tokens_per_step,
+                          callbacks=[*_sample_callbacks(p, run_dir), *p.budget_callbacks])
     trainer, throughput = build_trainer(
         cfg, inputs, run_dir, precision=p.precision, time_budget_s=p.budget_left,
         derive_metrics=None if p.task.masked else _text_metrics(p.units),
