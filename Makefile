@@ -20,14 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The main job on the builtin data: look at the data, then pre-train a tiny GPT-2 (tokenizer included)
+# The main job on the builtin data: look at the data, then pre-train a tiny Llama (tokenizer included)
 # within a 2-minute budget. DEMO_BUDGET=4m learns more.
 DEMO_BUDGET ?= 2m
 demo: $(STAMP)
 	$(BIN)/llmtune data inspect --dataset builtin:text --task lm --examples 2
-	$(BIN)/llmtune pretrain --recipe pretrain/gpt2-tiny --time-budget $(DEMO_BUDGET) \
-		--output-dir $(DEMO_DIR)/gpt2-tiny --overwrite
-	@echo "demo done: model, tokenizer, metrics.json and logs/ are in $(DEMO_DIR)/gpt2-tiny"
+	$(BIN)/llmtune pretrain --recipe pretrain/llama-tiny --time-budget $(DEMO_BUDGET) \
+		--output-dir $(DEMO_DIR)/llama-tiny --overwrite
+	@echo "demo done: model, tokenizer, metrics.json and logs/ are in $(DEMO_DIR)/llama-tiny"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests

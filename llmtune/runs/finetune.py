@@ -188,7 +188,7 @@ def _prepare(cfg: RunConfig, task: Any, model_path: str, checkpoint: Optional[st
     for note in features.notes:
         log(note)
     _check_head(cfg, config, task.model_kwargs())
-    model = _model(cfg, task, model_path, tokenizer)
+    model = _model(cfg, task, model_path, tokenizer, config)
     return _Prepared(cfg, task, tokenizer, model, features, precision, checkpoint)
 
 
@@ -238,12 +238,12 @@ def _check_head(cfg: RunConfig, config: Any, kwargs: dict[str, Any]) -> None:
         )
 
 
-def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any) -> Any:
+def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: Any) -> Any:
     import torch
 
-    from llmtune.modeling import count_parameters, format_params, load_pretrained
+    from llmtune.modeling import count_parameters, dropout_fields, format_params, load_pretrained
 
-    kwargs = {**dict(cfg.model.config), **task.model_kwargs()}
+    kwargs = {**dropout_fields(config, cfg.model.dropout), **dict(cfg.model.config), **task.model_kwargs()}
     if cfg.model.ignore_mismatched_sizes:
         kwargs["ignore_mismatched_sizes"] = True
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
@@ -269,7 +269,18 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any) -> Any:
     resized = sorted({str(key).rsplit(".", 1)[0] for key in mismatched})
     if resized:
         log(f"re-initialised for a new shape: {', '.join(resized)}")
+    if cfg.train.freeze_embeddings and not cfg.lora.enabled:
+        _freeze_input_embeddings(model)
     return _lora(cfg, model, new, task.auto_class) if cfg.lora.enabled else model
+
+
+def _freeze_input_embeddings(model: Any) -> None:
+    """Keep the token embedding matrix fixed: no gradient, optimizer state or clipping over the vocabulary."""
+    from llmtune.modeling import format_params
+
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    log(f"frozen: input embeddings ({format_params(weight.numel())} parameters)")
 
 
 class _DropLoadReport(logging.Filter):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from llmtune.config.schema import RunConfig
+from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
 from llmtune.errors import ConfigError, DataError, LlmtuneError
 from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, start_run
 
@@ -55,7 +55,7 @@ def run(cfg: RunConfig) -> RunResult:
         raise ConfigError(
             "pretrain continues from an existing model in a later release; use finetune --task generation"
         )
-    arch = cfg.model.arch or "gpt2"
+    arch = cfg.model.arch or DEFAULT_PRETRAIN_ARCH
     task = LanguageModelTask(arch == "bert", cfg.train.mlm_probability)
     default_dir = Path("runs") / f"pretrain-{arch}-{cfg.model.size}"
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
@@ -133,9 +133,12 @@ def _sample_texts(dataset: Any, n: int) -> list[str]:
 
 
 def _model(cfg: RunConfig, arch: str, task: Any, tokenizer: Any) -> Any:
-    from llmtune.modeling import build_config, build_model, count_parameters, format_params
+    from llmtune.modeling import build_config, build_model, count_parameters, dropout_fields, format_params
 
     config = build_config(arch, cfg.model.size, dict(cfg.model.config), tokenizer, cfg.train.max_length)
+    for key, value in dropout_fields(config, cfg.model.dropout).items():
+        if key not in cfg.model.config:  # an explicit model.config field wins
+            setattr(config, key, value)
     model = build_model(config, task.name)
     if getattr(model, "loss_type", "") is None:
         # GPT2LMHeadModel's class name hides its loss type; transformers then warns on every run.

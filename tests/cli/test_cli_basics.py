@@ -103,6 +103,23 @@ def test_debug_flag_sets_debug(cli, monkeypatch):
     assert result.exit_code == 2 and "Traceback" in result.output
 
 
+def test_pretrain_without_arch_uses_the_measured_llama_default(cli):
+    cfg = yaml.safe_load(cli("pretrain", "--dataset", "x.txt", "--print-config").output)
+    assert cfg["model"]["arch"] == "llama" and cfg["model"]["config"]["hidden_size"] == 128
+    assert cfg["tokenizer"]["vocab_size"] == 1024 and cfg["train"]["max_length"] == 128
+
+
+def test_finetune_classification_defaults_come_from_its_recipe(cli):
+    cfg = yaml.safe_load(cli("finetune", "-t", "classification", "-m", "m", "-d", "x.csv", "--print-config").output)
+    assert cfg["model"]["dropout"] == 0.0 and cfg["train"]["freeze_embeddings"] is True
+    assert cfg["data"]["dataset"] == "x.csv" and cfg["model"]["name_or_path"] == "m"
+    explicit = yaml.safe_load(cli("finetune", "-t", "classification", "-m", "m", "-d", "x.csv", "--set",
+                                  "model.dropout=0.1", "--print-config").output)
+    assert explicit["model"]["dropout"] == 0.1
+    qa = yaml.safe_load(cli("finetune", "-t", "qa", "-m", "m", "-d", "x.json", "--print-config").output)
+    assert qa["model"]["dropout"] is None and qa["train"]["freeze_embeddings"] is False
+
+
 def test_pretrain_default_recipe_follows_arch(cli):
     for arch, recipe_task, tok_type in (("gpt2", "causal_lm", "bpe"), ("llama", "causal_lm", "bpe"), ("bert", "masked_lm", "wordpiece")):
         cfg = yaml.safe_load(cli("pretrain", "--arch", arch, "--dataset", "x.txt", "--print-config").output)

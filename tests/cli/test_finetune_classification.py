@@ -77,8 +77,10 @@ FAST = ["--epochs", "3", "--lr", "1e-3", "--batch-size", "16", "--set", "train.m
         "--set", "train.logging_steps=5"]
 # The encoder is random, not pre-trained: a larger initial scale for the new pooler/head (a model.config
 # override, passed through to from_pretrained) lets it find the keywords in 3 epochs on every seed tried.
+# Its random token embeddings must learn too, so they are not frozen as the default recipe does.
 FAST = ["--epochs", "3", "--lr", "3e-3", "--batch-size", "8", "--set", "train.max_length=32",
-        "--set", "model.config={initializer_range: 0.2}", "--set", "train.logging_steps=5"]
+        "--set", "model.config={initializer_range: 0.2}", "--set", "train.logging_steps=5",
+        "--set", "train.freeze_embeddings=false"]
 
 
 def _invoke(*args):
@@ -244,6 +246,23 @@ def test_ignore_mismatched_sizes_replaces_head(bad_inputs, tmp_path):
     assert result.exit_code == 0, result.output
     assert "re-initialised for a new shape: classifier" in result.output
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "cooking", "1": "sports", "2": "weather"}
+
+
+def test_default_recipe_freezes_token_embeddings_and_drops_dropout(tiny_bert, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "run"
+    result = _invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", data / "train.csv",
+                     "--eval-dataset", data / "val.csv", "-o", out, "--max-steps", "3", "--set", "train.max_length=32")
+    assert result.exit_code == 0, result.output
+    assert "frozen: input embeddings" in result.output
+    before = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3)
+    after = AutoModelForSequenceClassification.from_pretrained(str(out))
+    assert after.config.hidden_dropout_prob == 0.0 and after.config.attention_probs_dropout_prob == 0.0
+    emb = "bert.embeddings.word_embeddings.weight"
+    layer = "bert.encoder.layer.0.attention.self.query.weight"
+    assert before.state_dict()[emb].equal(after.state_dict()[emb])
+    assert not before.state_dict()[layer].equal(after.state_dict()[layer])
 
 
 def test_lora_saves_adapters_and_a_merged_model(tiny_bert, data, tmp_path):

@@ -32,7 +32,7 @@ def text_files(tmp_path_factory):
     return root
 
 
-TINY = ["--set", "model.config={n_layer: 2, n_embd: 32, n_head: 2}", "--set", "train.max_length=32",
+TINY = ["--arch", "gpt2", "--set", "model.config={n_layer: 2, n_embd: 32, n_head: 2}", "--set", "train.max_length=32",
         "--set", "tokenizer.vocab_size=300", "--set", "train.time_budget=null", "--set", "train.logging_steps=5"]
 
 

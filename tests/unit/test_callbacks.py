@@ -169,6 +169,23 @@ def test_progress_shows_samples_per_second_without_token_count(tmp_path: Path) -
     assert "samples/s" in stream.getvalue() and "step 20/20 (100%)" in stream.getvalue()
 
 
+class CutShort(TrainerCallback):
+    """Lower ``max_steps`` mid-run, as a time-budget refit does."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            state.max_steps = 10
+
+
+def test_progress_follows_a_refitted_step_count(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    trainer = _trainer(tmp_path, [CutShort()])
+    replace_default_progress(trainer, ProgressCallback(tokens_per_step=BATCH * BLOCK, stream=stream, every=5))
+    trainer.train()
+    lines = [line.split()[1] for line in stream.getvalue().splitlines() if line.startswith("step ")]
+    assert lines == ["5/10", "10/10"]
+
+
 def test_throughput_excludes_the_first_step(tmp_path: Path) -> None:
     clock = FakeClock()
     tracker = ThroughputTracker(tokens_per_step=BATCH * BLOCK, clock=clock)

@@ -256,3 +256,16 @@ def test_precision_on_gpus() -> None:
     assert resolve_precision("auto", OLD_GPU) == "fp16"
     with pytest.raises(ConfigError, match="Tesla T4 does not support bf16"):
         resolve_precision("bf16", OLD_GPU)
+
+
+def test_dropout_fields_cover_each_architecture_naming() -> None:
+    from transformers import BertConfig, DistilBertConfig, GPT2Config, LlamaConfig
+
+    from llmtune.modeling import dropout_fields
+
+    assert dropout_fields(BertConfig(), None) == {}
+    bert = dropout_fields(BertConfig(), 0.0)
+    assert bert == {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
+    assert set(dropout_fields(GPT2Config(), 0.2)) >= {"resid_pdrop", "embd_pdrop", "attn_pdrop"}
+    assert set(dropout_fields(DistilBertConfig(), 0.0)) >= {"dropout", "attention_dropout", "seq_classif_dropout"}
+    assert dropout_fields(LlamaConfig(), 0.1) == {"attention_dropout": 0.1}
