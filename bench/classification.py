@@ -118,11 +118,13 @@ def _step_timer() -> Any:
 def plain_trainer(train: Path, val: Path, out: Path, *, dynamic: bool, max_steps: Optional[int]) -> Outcome:
     """Way (a) (``dynamic=False``) or (b) (``dynamic=True``): a plain Trainer as a user would write it."""
     import numpy as np
+    import transformers
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, default_data_collator, set_seed)
 
     started = time.perf_counter()
+    transformers.logging.set_verbosity_error()  # the load report of the new head, once per run
     set_seed(42)
     tok = AutoTokenizer.from_pretrained(model_path())
     model = AutoModelForSequenceClassification.from_pretrained(model_path(), num_labels=2)
