@@ -10,7 +10,6 @@ from typing import Any, Callable, Optional, TypeVar
 import typer
 
 from llmtune.cli._options import FLAG_PATHS
-from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH
 from llmtune.errors import ConfigError, LlmtuneError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,6 +23,8 @@ _TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", 
 
 def default_recipe(command: str, params: dict[str, Any]) -> Optional[str]:
     """The recipe a command uses when the user names none (None: schema defaults only)."""
+    from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH  # here, not at start-up: pydantic is ~0.1 s
+
     if command == "pretrain" and params.get("size") in (None, "tiny"):
         return _TINY_PRETRAIN.get(params.get("arch") or DEFAULT_PRETRAIN_ARCH)
     if command == "finetune":
