@@ -83,13 +83,15 @@ class ModelConfig(_Section):
     """Which model to start from, or which architecture to build from scratch."""
 
     name_or_path: Optional[str] = Field(None, description="Hub id, local HF folder or llmtune run dir.")
-    arch: Optional[Literal["gpt2", "llama", "bert"]] = Field(None, description=f"Architecture built from scratch (pretrain default: {DEFAULT_PRETRAIN_ARCH}).")
+    arch: Optional[Literal["gpt2", "llama", "bert"]] = Field(
+        None, description=f"Architecture built from scratch (pretrain default: {DEFAULT_PRETRAIN_ARCH})."
+    )
     size: Literal["tiny", "small", "base"] = Field("tiny", description="Size preset for a model built from scratch.")
     config: dict[str, Any] = Field(
         default_factory=dict, description="Fields of the transformers config to override (e.g. n_layer)."
     )
     dropout: Optional[float] = Field(
-        None, ge=0, lt=1, description="Set every dropout probability of the model config to this (None: keep the model's)."
+        None, ge=0, lt=1, description="Set every dropout probability of the model config (None: keep the model's)."
     )
     tokenizer: Optional[str] = Field(None, description="Tokenizer folder or hub id (default: the model's own).")
     trust_remote_code: bool = Field(False, description="Allow code shipped with a hub model to run.")
@@ -132,7 +134,7 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     freeze_embeddings: bool = Field(
-        False, description="Finetune: keep the input token embeddings fixed (faster steps; the vocabulary is most of a small model)."
+        False, description="Finetune: keep the input token embeddings fixed (faster steps on small models)."
     )
     class_weights: Optional[Union[Literal["balanced"], list[float], dict[str, float]]] = Field(
         None, description="Classification loss weights: 'balanced', one weight per label, or {label: weight}."
