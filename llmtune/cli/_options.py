@@ -88,4 +88,13 @@ FLAG_PATHS: dict[str, str] = {
     "vocab_size": "tokenizer.vocab_size",
     "min_frequency": "tokenizer.min_frequency",
     "special_tokens": "tokenizer.special_tokens",
+    "max_new_tokens": "generate.max_new_tokens",
+    "temperature": "generate.temperature",
+    "top_k": "generate.top_k",
+    "top_p": "generate.top_p",
+    "repetition_penalty": "generate.repetition_penalty",
+    "num_return_sequences": "generate.num_return_sequences",
+    "stop": "generate.stop",
+    "sample_seed": "generate.seed",  # `llmtune generate --seed`: --seed elsewhere is train.seed
+    "prompt_column": "generate.prompt_column",
 }

@@ -1,10 +1,10 @@
 """The one config object every command works from.
 
 Sections mirror the way users think about a run: where the data comes from (``data``), which model
-(``model``), how to train (``train``), optional LoRA (``lora``) and tokenizer training
-(``tokenizer``). Every model forbids unknown keys so a typo in a recipe or ``--set`` is an error,
-never a silently ignored setting. Field descriptions double as documentation for ``--print-config``
-readers and the docs.
+(``model``), how to train (``train``), optional LoRA (``lora``), tokenizer training
+(``tokenizer``) and sampling (``generate``). Every model forbids unknown keys so a typo in a recipe
+or ``--set`` is an error, never a silently ignored setting. Field descriptions double as
+documentation for ``--print-config`` readers and the docs.
 """
 
 from __future__ import annotations
@@ -170,6 +170,30 @@ class LoraConfig(_Section):
     target_modules: Optional[list[str]] = Field(None, description="Module names to adapt (default: found automatically).")
 
 
+class GenerateConfig(_Section):
+    """Sampling and decoding for ``llmtune generate`` (``--set generate.top_p=0.9`` or a recipe's ``generate:``)."""
+
+    max_new_tokens: int = Field(
+        256, ge=1, description="Tokens to generate per prompt (capped by the model's context minus the prompt)."
+    )
+    min_new_tokens: int = Field(0, ge=0, description="Generate at least this many tokens (eos is ignored until then).")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature; 0 means greedy decoding.")
+    top_k: int = Field(50, ge=0, description="Sample from the k most likely tokens only; 0 turns it off.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the smallest set of tokens holding this mass.")
+    repetition_penalty: float = Field(1.0, gt=0, description="Divide the scores of tokens already present (1 = off).")
+    num_return_sequences: int = Field(1, ge=1, description="Completions per prompt (needs temperature > 0).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings: each output is cut at the first one.")
+    seed: Optional[int] = Field(None, description="Seed for sampling (None: different samples each run).")
+    prompt_column: str = Field("prompt", description="Field of a .jsonl prompt file that holds the prompt.")
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: list[str]) -> list[str]:
+        if any(s == "" for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+
 class RunConfig(_Section):
     """Everything one command needs; built by ``llmtune.config.load_config``."""
 
@@ -181,6 +205,7 @@ class RunConfig(_Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
 
 def combination_problems(cfg: RunConfig) -> list[str]:
@@ -196,6 +221,9 @@ def combination_problems(cfg: RunConfig) -> list[str]:
         problems.append("lora.enabled: LoRA adapts a pretrained model; it cannot be used with pretrain")
     if cfg.train.warmup_steps and cfg.train.warmup_fraction:
         problems.append("train.warmup_steps: set warmup_steps or warmup_fraction, not both")
+    if cfg.generate.num_return_sequences > 1 and cfg.generate.temperature == 0:
+        problems.append("generate.num_return_sequences: greedy decoding (temperature 0) gives one completion; "
+                        "set --temperature above 0 to sample several")
     if cfg.data.dataset is None and cfg.command in ("pretrain", "finetune", "eval", "data", "tokenizer"):
         problems.append("data.dataset: no training data given; pass --dataset PATH|HUB_ID|builtin:NAME")
     return problems
