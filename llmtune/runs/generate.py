@@ -58,6 +58,8 @@ def run(cfg: RunConfig, inputs: GenerateInputs) -> GenerateStats:
         DataError: An unreadable/empty prompt file, or a prompt longer than the model's context.
         ModelError: A model folder without weights or tokenizer, or any load failure.
     """
+    if inputs.chat and (inputs.prompt is not None or inputs.file or inputs.output):
+        raise ConfigError("--chat reads its messages from stdin; drop the prompt, --file and --output")
     prompts = None if inputs.chat else read_prompts(inputs, cfg.generate.prompt_column)
     model, tokenizer = load_for_generation(cfg, check_prompts=prompts)
     if cfg.generate.seed is not None:
@@ -228,7 +230,8 @@ def _progress(batches: list[Any]) -> Any:
     from rich.console import Console
     from rich.progress import track
 
-    return track(batches, description="generating", console=Console(stderr=True), transient=True)
+    console = Console(stderr=True)  # a bar only where someone watches: not in logs or pipes
+    return track(batches, description="generating", console=console, transient=True, disable=not console.is_terminal)
 
 
 def write_records(records: list[dict[str, Any]], output: Optional[str]) -> None:

@@ -206,6 +206,7 @@ BAD = [
     ("several greedy sequences", ["-m", "{model}", "hi", "--temperature", "0", "-n", "2"], ["temperature"]),
     ("no model", ["hi"], ["--model"]),
     ("empty stdin", ["-m", "{model}"], ["stdin was empty"]),
+    ("chat with a prompt", ["-m", "{model}", "--chat", "hi"], ["--chat", "stdin"]),
 ]
 
 
