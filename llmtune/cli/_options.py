@@ -15,7 +15,7 @@ class TaskChoice(str, Enum):
 
 
 class InspectTask(str, Enum):
-    """Tasks whose columns ``llmtune data inspect`` can validate."""
+    """Tasks whose columns ``llmtune data inspect`` validates and ``llmtune eval`` scores."""
 
     classification = "classification"
     qa = "qa"
@@ -97,4 +97,6 @@ FLAG_PATHS: dict[str, str] = {
     "stop": "generate.stop",
     "sample_seed": "generate.seed",  # `llmtune generate --seed`: --seed elsewhere is train.seed
     "prompt_column": "generate.prompt_column",
+    "eval_batch_size": "train.eval_batch_size",  # `llmtune eval --batch-size`
+    "eval_generate": "eval.generate",
 }

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune import __version__
-from llmtune.cli import data, eval_, finetune, generate, pretrain, recipes, tokenizer
+from llmtune.cli import data, eval_, finetune, generate, pretrain, recipes, report, tokenizer
 from llmtune.cli._common import handle_errors
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def _register() -> None:
     app.command("pretrain", help=pretrain.HELP, epilog=pretrain.EXAMPLES)(handle_errors(pretrain.pretrain))
     app.command("finetune", help=finetune.HELP, epilog=finetune.EXAMPLES)(handle_errors(finetune.finetune))
     app.command("eval", help=eval_.HELP, epilog=eval_.EXAMPLES)(handle_errors(eval_.evaluate))
+    app.command("report", help=report.HELP, epilog=report.EXAMPLES)(handle_errors(report.report))
     app.command("generate", help=generate.HELP, epilog=generate.EXAMPLES)(handle_errors(generate.generate))
     app.add_typer(recipes.app, name="recipes", help="List, show and copy the shipped YAML recipes.")
     app.add_typer(data.app, name="data", help="Inspect and validate datasets before training.")

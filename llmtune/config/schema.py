@@ -194,6 +194,17 @@ class GenerateConfig(_Section):
         return value
 
 
+class EvalConfig(_Section):
+    """What ``llmtune eval`` measures beyond each task's defaults."""
+
+    stride: Optional[int] = Field(
+        None, gt=0, description="Causal LM eval: tokens the sliding window moves on (default: half of max_length)."
+    )
+    generate: bool = Field(
+        False, description="Generation eval: also decode greedy responses and score exact match, ROUGE and BLEU."
+    )
+
+
 class RunConfig(_Section):
     """Everything one command needs; built by ``llmtune.config.load_config``."""
 
@@ -206,6 +217,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
 def combination_problems(cfg: RunConfig) -> list[str]:

@@ -427,3 +427,69 @@ class ThroughputTracker(TrainerCallback):
             "steps_timed": steps,
             **peak_memory(self._device_type),
         }
+
+
+class PredictionProgress(TrainerCallback):
+    """Progress of ``Trainer.predict`` / ``evaluate`` outside training: batches done, examples/s and ETA.
+
+    A rich bar on a terminal; otherwise a plain line at every tenth of the batches. Only the main
+    process shows anything. ``ProgressCallback`` covers training; add this one to a Trainer that only
+    predicts (``llmtune eval``).
+    """
+
+    def __init__(self, label: str = "eval", *, stream: Optional[TextIO] = None, clock: Clock = time.monotonic) -> None:
+        """Args:
+        label: Shown before the bar.
+        stream: Where to draw (default: ``sys.stderr``).
+        clock: Monotonic time source (injectable for tests).
+        """
+        self.label = label
+        self.stream = stream
+        self.clock = clock
+        self._progress: Any = None
+        self._done = 0
+        self._total = 0
+        self._start = 0.0
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if self._done == 0:
+            self._begin(len(eval_dataloader) if eval_dataloader is not None else 0)
+        self._done += 1
+        now = self.clock()
+        if self._done == 1:
+            self._start = now  # rates count from the end of the first batch, which also paid for warm-up
+        elapsed = now - self._start
+        rate = (self._done - 1) / elapsed if elapsed > 0 else 0.0
+        eta = _format_duration((self._total - self._done) / rate) if rate else "?"
+        stats = f"{rate * args.eval_batch_size:,.1f} examples/s | eta {eta}" if rate else ""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self._done, stats=stats)
+        elif self._done % max(1, self._total // 10) == 0 or self._done == self._total:
+            print(f"{self.label} batch {self._done}/{self._total}" + (f" | {stats}" if stats else ""), file=self._out,
+                  flush=True)
+
+    def _begin(self, total: int) -> None:
+        self._out = self.stream or sys.stderr
+        self._total = total
+        if getattr(self._out, "isatty", lambda: False)():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[stats]}"), console=Console(file=self._out))
+            self._task = self._progress.add_task(self.label, total=total, stats="")
+            self._progress.start()
+
+    def _end(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self._done = 0
+
+    def on_predict(self, args, state, control, **kwargs):
+        self._end()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._end()

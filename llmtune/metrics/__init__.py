@@ -15,7 +15,7 @@ from llmtune.errors import ConfigError
 if TYPE_CHECKING:
     import evaluate
 
-METRIC_NAMES: tuple[str, ...] = ("classification", "squad", "lm")
+METRIC_NAMES: tuple[str, ...] = ("classification", "squad", "lm", "rouge", "bleu")
 
 _HERE = Path(__file__).resolve().parent
 

@@ -1,4 +1,4 @@
-"""PNG plots for run reports: confusion matrix and per-class F1 bars.
+"""PNG plots for run reports: training curves, confusion matrix and per-class F1 bars.
 
 matplotlib is imported inside the functions, with the non-interactive Agg backend, so importing this
 module costs nothing and plotting works on machines without a display (servers, CI, containers).
@@ -100,3 +100,75 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)  # figures are kept alive by pyplot until closed
     return out
+
+
+# Evaluation metrics worth a curve, most telling first; the first _MAX_METRIC_PANELS found are drawn.
+_CURVE_METRICS = ("accuracy", "f1_macro", "exact_match", "f1", "bits_per_char", "perplexity", "f1_micro",
+                  "precision_macro", "recall_macro", "bits_per_byte")
+_MAX_METRIC_PANELS = 2
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a ``.jsonl`` file; blank and unreadable lines (a crash mid-write) are skipped."""
+    import json
+
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of every record holding a number under ``key`` (null/NaN are gaps, not zeros)."""
+    points = [(r["step"], r[key]) for r in records
+              if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+              and isinstance(r.get("step"), (int, float))]
+    return [float(s) for s, _ in points], [float(v) for _, v in points]
+
+
+def curves_png(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
+    """Draw training curves from a run's ``logs/metrics.jsonl``.
+
+    Panels: training and evaluation loss against the step, the learning rate, and up to two
+    evaluation metrics (accuracy, F1, exact match, bits per character... whichever were logged).
+
+    Args:
+        jsonl_path: The metrics log (``MetricsLogCallback`` writes one object per logged step).
+        png_path: File to write (parent folders are created).
+
+    Returns:
+        The path written, or None when the log holds no loss, learning rate or metric to draw.
+    """
+    records = read_jsonl(jsonl_path)
+    panels: list[tuple[str, list[tuple[str, tuple[list[float], list[float]]]]]] = []
+    losses = [(name, _series(records, key)) for name, key in (("train", "loss"), ("eval", "eval_loss"))]
+    losses = [(name, s) for name, s in losses if s[0]]
+    if losses:
+        panels.append(("loss", losses))
+    lr = _series(records, "learning_rate")
+    if lr[0]:
+        panels.append(("learning rate", [("lr", lr)]))
+    metrics = [(m, _series(records, f"eval_{m}")) for m in _CURVE_METRICS]
+    panels += [(f"eval {m}", [(m, s)]) for m, s in metrics if s[0]][:_MAX_METRIC_PANELS]
+    if not panels:
+        return None
+    plt = _pyplot()
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for name, (steps, values) in lines:
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=name)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend()
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    return _save(fig, plt, png_path)

@@ -41,22 +41,41 @@ def start_run(cfg: RunConfig, default_name: str) -> Path:
     from llmtune.config import dump_config
 
     output_dir = cfg.train.output_dir or str(Path("runs") / default_name)
+    if not is_main_process():
+        # Rank 0 checks and prepares the folder; checking here too would race with its first writes.
+        return Path(output_dir).expanduser()
     run = RunDir.prepare(output_dir, overwrite=cfg.train.overwrite, resume=bool(cfg.train.resume))
-    if is_main_process():
-        run.write_config(dump_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(run.path)})})))
-        run.write_env()
+    run.write_config(dump_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(run.path)})})))
+    run.write_env()
     log(f"run dir: {run.path}")
     return run.path
 
 
-def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any]) -> RunResult:
-    """Write metrics.json and mark the run complete (last, so a crash never looks finished)."""
+def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any], metrics_file: str = "metrics.json") -> RunResult:
+    """Write the metrics (``metrics_file``) and ``plots/curves.png``, then mark the run complete.
+
+    The marker is written last, so a run that crashed on the way never looks finished.
+    """
     run = RunDir(run_dir)
     if is_main_process():
         run.write_env()  # again: the device and world size are known now
-        run.write_metrics(metrics)
+        run.write_metrics(metrics, metrics_file)
+        plot_curves(run_dir)
         run.mark_complete({"command": cfg.command, "task": cfg.task})
     return RunResult(run_dir, metrics)
+
+
+def plot_curves(run_dir: Path) -> None:
+    """``plots/curves.png`` from ``logs/metrics.jsonl`` when it holds anything; a failure is logged, never raised."""
+    log_file = Path(run_dir) / "logs" / "metrics.jsonl"
+    if not log_file.is_file() or log_file.stat().st_size == 0:
+        return
+    try:
+        from llmtune.reports.plots import curves_png
+
+        curves_png(log_file, Path(run_dir) / "plots" / "curves.png")
+    except Exception as exc:  # noqa: BLE001 - a plot is never worth failing a finished run
+        log(f"could not draw plots/curves.png ({type(exc).__name__}: {exc}); `llmtune report {run_dir}` retries")
 
 
 @contextmanager

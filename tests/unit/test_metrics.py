@@ -22,6 +22,7 @@ from llmtune.metrics.core import (
     normalize_answer,
     squad_metrics,
 )
+from llmtune.metrics.overlap import bleu, rouge_scores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -304,10 +305,10 @@ def test_metric_path_and_unknown_name() -> None:
         path = Path(metric_path(name))
         assert path.is_absolute()
         assert (path / f"{name}.py").is_file()
-    with pytest.raises(ConfigError, match="classification, squad, lm"):
-        metric_path("bleu")
+    with pytest.raises(ConfigError, match="classification, squad, lm, rouge, bleu"):
+        metric_path("meteor")
     with pytest.raises(ConfigError):
-        load_metric("bleu")  # rejected before evaluate is imported
+        load_metric("meteor")  # rejected before evaluate is imported
 
 
 def test_package_import_is_light() -> None:
@@ -320,7 +321,7 @@ def test_package_import_is_light() -> None:
 
 
 def test_evaluate_modules_match_core(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The only test that imports evaluate (slow): all three modules load offline and delegate."""
+    """The only test that imports evaluate (slow): every module loads offline and delegates."""
     monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
@@ -356,6 +357,12 @@ def test_evaluate_modules_match_core(monkeypatch: pytest.MonkeyPatch, tmp_path: 
             predictions=[{"id": "1", "prediction_text": "x"}] * 2,
             references=[{"id": "1", "answers": {"text": ["x"], "answer_start": [0]}}] * 2,
         )
+
+    rouge, bleu_metric = load_metric("rouge", **load_kwargs), load_metric("bleu", **load_kwargs)
+    preds, one_ref = ["the cat sat on the mat", "a b"], ["the cat is on the mat", "b a"]
+    several = [["the cat is on the mat"], ["b a", "a b"]]
+    assert rouge.compute(predictions=preds, references=one_ref) == rouge_scores(preds, one_ref)
+    assert bleu_metric.compute(predictions=preds, references=several) == bleu(preds, several)
 
     lm = load_metric("lm", **load_kwargs)
     # Rows are summed: NLL 12.5 + 7.0 nats over 10 + 6 tokens and 64 characters in all.
