@@ -20,7 +20,8 @@ from common import BENCH_DIR, Row, exit_code, report, run_safely, say
 
 NOT_BENCHMARKS = {"common", "run_all"}
 # Cheap ones first, so a broken setup shows within seconds; unlisted modules run after, by name.
-PREFERRED_ORDER = ("startup", "pretrain_throughput", "pretrain_quality", "classification", "generate", "eval")
+PREFERRED_ORDER = ("startup", "pretrain_throughput", "pretrain_quality", "classification", "generate", "eval",
+                   "sft_stops")
 
 
 def discover() -> dict[str, ModuleType]:

@@ -23,6 +23,15 @@ class InspectTask(str, Enum):
     lm = "lm"
 
 
+class DataFormat(str, Enum):
+    """Layouts of generation data (``llmtune.tasks.chat_formats``)."""
+
+    text = "text"
+    prompt_completion = "prompt_completion"
+    alpaca = "alpaca"
+    chat = "chat"
+
+
 Recipe = Annotated[
     Optional[str], typer.Option("--recipe", "-r", help="Recipe name (`llmtune recipes list`) or YAML path.")
 ]
@@ -56,6 +65,20 @@ Overwrite = Annotated[Optional[bool], typer.Option("--overwrite", help="Replace 
 Resume = Annotated[
     Optional[str], typer.Option("--resume", help="Continue from the last checkpoint ('last') or a checkpoint path.")
 ]
+Format = Annotated[
+    Optional[DataFormat],
+    typer.Option("--format", help="Generation data layout (default: detected from the columns)."),
+]
+TrainOnPrompt = Annotated[
+    Optional[bool], typer.Option("--train-on-prompt", help="Generation: compute the loss on prompt tokens too.")
+]
+Packing = Annotated[
+    Optional[bool], typer.Option("--packing", help="Generation: pack short examples into max_length rows.")
+]
+GradientCheckpointing = Annotated[
+    Optional[bool],
+    typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, slower steps."),
+]
 
 # Flag parameter name -> dotted config path. Commands pass their locals() through
 # ``_common.resolve_config`` which uses this table, so a flag is wired in exactly one place.
@@ -84,6 +107,10 @@ FLAG_PATHS: dict[str, str] = {
     "overwrite": "train.overwrite",
     "resume": "train.resume",
     "lora": "lora.enabled",
+    "data_format": "data.format",
+    "train_on_prompt": "train.train_on_prompt",
+    "packing": "train.packing",
+    "gradient_checkpointing": "train.gradient_checkpointing",
     "tok_type": "tokenizer.type",
     "vocab_size": "tokenizer.vocab_size",
     "min_frequency": "tokenizer.min_frequency",

@@ -14,7 +14,8 @@ app = typer.Typer(no_args_is_help=True)
     "inspect",
     help="Show splits, row counts, columns, examples and label distribution; check the task's columns exist.",
     epilog="Examples:\n\n  llmtune data inspect --dataset builtin:classification --task classification\n\n"
-    "  llmtune data inspect --dataset reviews.csv --task classification --label-column sentiment",
+    "  llmtune data inspect --dataset reviews.csv --task classification --label-column sentiment\n\n"
+    "  llmtune data inspect --dataset builtin:chat --task generation --model runs/llama-tiny --show-masking 2",
 )
 @handle_errors
 def inspect(
@@ -29,6 +30,12 @@ def inspect(
     columns: o.Columns = None,
     max_samples: o.MaxSamples = None,
     examples: Annotated[int, typer.Option("--examples", "-n", help="Example rows to show.")] = 3,
+    model: o.Model = None,
+    data_format: o.Format = None,
+    train_on_prompt: o.TrainOnPrompt = None,
+    show_masking: Annotated[int, typer.Option(
+        "--show-masking", help="Generation: print N examples as tokenized for training, trained tokens highlighted "
+        "(needs --model for its tokenizer).")] = 0,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
@@ -42,4 +49,9 @@ def inspect(
     cfg = resolve_config("data", locals())
     spec = TASK_INFO[cfg.task].columns if cfg.task else ColumnSpec()
     task_data = load_task_data(cfg.data, spec, seed=cfg.train.seed)
-    print_inspection(inspect_data(task_data, spec, n_examples=examples), Console())
+    console = Console()
+    print_inspection(inspect_data(task_data, spec, n_examples=examples), console)
+    if show_masking > 0:
+        from llmtune.data.inspect import print_masking
+
+        print_masking(cfg, task_data, show_masking, console)

@@ -13,6 +13,8 @@ EXAMPLES = (
     "  llmtune finetune --task classification --model runs/bert-tiny --dataset builtin:classification -o runs/cls\n\n"
     "  llmtune finetune --recipe classification/tiny-cpu --set train.lr=3e-5\n\n"
     "  llmtune finetune -t classification -m bert-base-uncased -d reviews.csv --label-column stars --lora -o runs/lora"
+    "\n\n  llmtune finetune -t generation -m runs/llama-tiny -d builtin:instructions -o runs/sft  (alpaca; "
+    "--format chat|prompt_completion|text)"
 )
 
 
@@ -37,6 +39,10 @@ def finetune(
     batch_size: o.BatchSize = None,
     seed: o.Seed = None,
     lora: Annotated[Optional[bool], typer.Option("--lora", help="Train LoRA adapters instead of all weights.")] = None,
+    data_format: o.Format = None,
+    train_on_prompt: o.TrainOnPrompt = None,
+    packing: o.Packing = None,
+    gradient_checkpointing: o.GradientCheckpointing = None,
     overwrite: o.Overwrite = None,
     resume: o.Resume = None,
     set_: o.Set = None,

@@ -72,6 +72,9 @@ class DataConfig(_Section):
     max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
     max_eval_samples: Optional[int] = Field(None, gt=0, description="Use at most this many evaluation rows.")
     allow_no_answer: bool = Field(False, description="QA: train and score unanswerable questions (SQuAD v2).")
+    format: Optional[Literal["text", "prompt_completion", "alpaca", "chat"]] = Field(
+        None, description="Generation: data format (None: detected from the columns; see llmtune.tasks.chat_formats)."
+    )
 
 
 # pretrain's architecture when none is named: at the same size a Llama runs ~15 % more tokens/s than GPT-2
@@ -140,6 +143,12 @@ class TrainConfig(_Section):
         None, description="Classification loss weights: 'balanced', one weight per label, or {label: weight}."
     )
     doc_stride: Optional[int] = Field(None, gt=0, description="QA: tokens shared by consecutive context windows.")
+    train_on_prompt: bool = Field(
+        False, description="Generation: compute the loss on prompt tokens too (default: on responses only)."
+    )
+    packing: bool = Field(
+        False, description="Generation: pack short examples into rows of max_length, each attending only to itself."
+    )
     mlm_probability: float = Field(
         0.15, gt=0, lt=1, description="Masked LM: fraction of tokens chosen for prediction each batch (dynamic masking)."
     )

@@ -166,3 +166,51 @@ def _cell(value: Any) -> str:
     from rich.markup import escape
 
     return escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+
+def print_masking(cfg: Any, data: TaskData, n: int, console: Console) -> None:
+    """Print the first ``n`` training rows as generation fine-tuning tokenizes them.
+
+    Trained tokens (the loss is computed on them) are shown bold green, the others dimmed; a newline
+    token shows as ``↵``. Uses the same rendering and masking code as training
+    (``llmtune.tasks.generation.masking_examples``).
+
+    Raises:
+        ConfigError: Not the generation task, or no model/tokenizer to tokenize with.
+    """
+    from rich.panel import Panel
+
+    from llmtune.errors import ConfigError
+    from llmtune.modeling import resolve_model_path
+    from llmtune.tasks.generation import IGNORE, masking_examples
+    from llmtune.tokenizer import load_tokenizer
+
+    if cfg.task != "generation":
+        raise ConfigError("--show-masking shows generation training examples; pass --task generation")
+    if not (cfg.model.tokenizer or cfg.model.name_or_path):
+        raise ConfigError("--show-masking tokenizes with the model's tokenizer; pass --model (or --set model.tokenizer=...)")
+    source = cfg.model.tokenizer or resolve_model_path(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(source, trust_remote_code=cfg.model.trust_remote_code)
+    fmt, rows = masking_examples(data.train, tokenizer, cfg.data.format, cfg.train.max_length,
+                                 cfg.train.train_on_prompt, n, data.sources.get("train", "the training data"))
+    console.print(f"masking, {fmt} format: [bold green]trained tokens[/bold green] / [dim]not trained[/dim]")
+    for i, (ids, labels) in enumerate(rows, start=1):
+        trained = sum(label != IGNORE for label in labels)
+        console.print(Panel(_masked_text(tokenizer, ids, labels), title=f"train row {i}: {len(ids)} tokens, "
+                            f"{trained} trained", title_align="left"))
+
+
+def _masked_text(tokenizer: Any, ids: list[int], labels: list[int]) -> Any:
+    """A rich Text of the tokens, each styled by whether it is trained."""
+    from rich.text import Text
+
+    from llmtune.tasks.generation import IGNORE
+
+    text, done = Text(), ""
+    for i, label in enumerate(labels):
+        # Decoding growing prefixes keeps multi-byte characters split over tokens readable.
+        full = tokenizer.decode(ids[: i + 1])
+        piece = full[len(done):] if full.startswith(done) else tokenizer.decode(ids[i : i + 1])
+        done = full
+        text.append(piece.replace("\n", "↵\n"), style="dim" if label == IGNORE else "bold green")
+    return text

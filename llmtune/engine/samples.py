@@ -1,10 +1,13 @@
 """Sample generations while a causal LM trains: what the model writes says more than its loss.
 
-At each evaluation ``SampleCallback`` continues one fixed prompt greedily (deterministic, and it does
-not touch the random state that drives data order and dropout, so resumed runs stay reproducible),
-prints the result and appends it to ``RUN_DIR/samples.jsonl``::
+At each evaluation ``SampleCallback`` continues a few fixed prompts greedily (deterministic, and it
+does not touch the random state that drives data order and dropout, so resumed runs stay
+reproducible), prints the results and appends them to ``RUN_DIR/samples.jsonl``, one line each::
 
-    {"step": 200, "prompt": "Once upon a time", "completion": " there was a little dog ..."}
+    {"step": 200, "prompt": "Once upon a time", "completion": " there was a little dog ...", "stopped": false}
+
+``stopped`` says whether the model ended the completion itself (an eos token) before the token limit:
+what a fine-tuned chat or instruction model must learn.
 
 Only the main process generates. Generation runs on the unwrapped model on that process alone, which
 suits single-device and DDP training; sharded setups (FSDP, DeepSpeed ZeRO-3) would need every rank.
@@ -77,22 +80,35 @@ def generate_greedy(model: Any, prompt_ids: list[int], n_new: int, pad_id: Optio
     return out[0, len(prompt_ids):].tolist()
 
 
-class SampleCallback(TrainerCallback):
-    """At each evaluation, continue a fixed prompt greedily; print it and append it to a JSON-lines file."""
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a generation: the model's ``generation_config`` eos ids and the tokenizer's eos."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None) if config is not None else None
+    found = set([ids] if isinstance(ids, int) else (ids or []))
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
 
-    def __init__(self, tokenizer: Any, prompt_ids: list[int], path: str | Path, *, new_tokens: int = NEW_TOKENS,
+
+class SampleCallback(TrainerCallback):
+    """At each evaluation, continue fixed prompts greedily; print them and append them to a JSON-lines file."""
+
+    def __init__(self, tokenizer: Any, prompt_ids: Sequence[int] | Sequence[Sequence[int]],
+                 path: Optional[str | Path] = None, *, new_tokens: int = NEW_TOKENS,
                  stream: Optional[TextIO] = None) -> None:
         """Args:
-        tokenizer: Decodes prompt and completion.
-        prompt_ids: The prompt (see ``sample_prompt``); must not be empty.
-        path: The ``.jsonl`` file to append to (conventionally ``run_dir / SAMPLES_FILE``).
+        tokenizer: Decodes prompts and completions.
+        prompt_ids: One prompt (see ``sample_prompt``) or a list of prompts; none may be empty.
+        path: The ``.jsonl`` file to append to (default: ``SAMPLES_FILE`` in the Trainer's output dir,
+            which is the run dir).
         new_tokens: Tokens to generate, capped by the model's positions.
         stream: Where to print (default: ``sys.stderr`` at the time of printing).
         """
-        assert prompt_ids, "a sample needs a prompt"
+        prompts = [list(prompt_ids)] if prompt_ids and isinstance(prompt_ids[0], int) else [list(p) for p in prompt_ids]
+        assert prompts and all(prompts), "a sample needs a prompt"
         self.tokenizer = tokenizer
-        self.prompt_ids = list(prompt_ids)
-        self.path = Path(path)
+        self.prompts = prompts
+        self.path = Path(path) if path is not None else None
         self.new_tokens = new_tokens
         self.stream = stream
         self._last_step = -1
@@ -102,18 +118,26 @@ class SampleCallback(TrainerCallback):
         if not state.is_world_process_zero or model is None or state.global_step == self._last_step:
             return
         self._last_step = state.global_step
-        n_new = max_new_tokens(model.config, len(self.prompt_ids), self.new_tokens)
-        if n_new == 0:
+        path = self.path or Path(args.output_dir) / SAMPLES_FILE
+        records = [r for r in (self._sample(model, p, state.global_step) for p in self.prompts) if r is not None]
+        if not records:
             return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        for record in records:
+            shown = (record["prompt"] + " ▸" + record["completion"]).replace("\n", "\\n")
+            print(f"sample at step {state.global_step}: {shown}", file=self.stream or sys.stderr, flush=True)
+
+    def _sample(self, model: Any, prompt_ids: list[int], step: int) -> Optional[dict[str, Any]]:
+        n_new = max_new_tokens(model.config, len(prompt_ids), self.new_tokens)
+        if n_new == 0:
+            return None
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        completion_ids = generate_greedy(model, self.prompt_ids, n_new, pad)
-        record = {
-            "step": state.global_step,
-            "prompt": self.tokenizer.decode(self.prompt_ids),
+        completion_ids = generate_greedy(model, prompt_ids, n_new, pad)
+        return {
+            "step": step,
+            "prompt": self.tokenizer.decode(prompt_ids),
             "completion": self.tokenizer.decode(completion_ids, skip_special_tokens=True),
+            "stopped": bool(completion_ids) and completion_ids[-1] in stop_ids(model, self.tokenizer),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        shown = (record["prompt"] + " ▸" + record["completion"]).replace("\n", "\\n")
-        print(f"sample at step {state.global_step}: {shown}", file=self.stream or sys.stderr, flush=True)

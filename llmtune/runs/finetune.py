@@ -5,8 +5,8 @@ The spine is the same for every task and lives here:
     data -> model config -> tokenizer -> task.prepare (labels, features: every data check)
          -> model with the task's head (+ LoRA) -> Trainer -> final evaluation -> task.report -> save
 
-Everything that differs between tasks sits behind ``FinetuneTask`` (classification implements it
-directly; QA and generation plug in with a small adapter each, see ``make_task``). Bad input fails
+Everything that differs between tasks sits behind ``FinetuneTask`` (classification and generation
+implement it directly; QA plugs in with a small adapter, see ``make_task``). Bad input fails
 before the model's weights load, and a fresh run dir that failed that way is removed so the
 corrected command can simply be rerun.
 """
@@ -78,6 +78,10 @@ def make_task(cfg: RunConfig) -> FinetuneTask:
         return ClassificationTask(cfg.train.class_weights)
     if cfg.task == "qa":
         return QAAdapter(cfg)
+    if cfg.task == "generation":
+        from llmtune.tasks.generation import GenerationTask
+
+        return GenerationTask(cfg.data.format, cfg.train.train_on_prompt, cfg.train.packing)
     raise NotAvailableError(
         f"`llmtune finetune --task {cfg.task}` is not implemented yet (tracked in issue #5); "
         "--print-config already shows the resolved config"
@@ -189,6 +193,8 @@ def _prepare(cfg: RunConfig, task: Any, model_path: str, checkpoint: Optional[st
         log(note)
     _check_head(cfg, config, task.model_kwargs())
     model = _model(cfg, task, model_path, tokenizer, config)
+    if hasattr(task, "check_model"):  # optional hook: checks that need the loaded model
+        task.check_model(model)
     return _Prepared(cfg, task, tokenizer, model, features, precision, checkpoint)
 
 
@@ -279,6 +285,11 @@ def _freeze_input_embeddings(model: Any) -> None:
     from llmtune.modeling import format_params
 
     weight = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is weight:
+        log("train.freeze_embeddings: skipped, the input embeddings are tied to the output layer (LM head), "
+            "which must train")
+        return
     weight.requires_grad_(False)
     log(f"frozen: input embeddings ({format_params(weight.numel())} parameters)")
 
@@ -338,7 +349,9 @@ def _lora(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: str) -
 
     heads = [name for name, _ in model.named_children() if name in _HEAD_NAMES]
     full = sorted(set(heads) | set(new_modules))
-    targets = cfg.lora.target_modules or lora_targets(model, full)
+    output = model.get_output_embeddings()  # an LM head (often tied to the input embeddings) is not adapted
+    head = [n for n, m in model.named_modules() if output is not None and m is output]
+    targets = cfg.lora.target_modules or lora_targets(model, [*full, *head])
     if not targets:
         raise ModelError("no linear layers found for LoRA; name them with --set lora.target_modules=[...]")
     # GPT-2's Conv1D stores its weight transposed; peft must be told (it warns and guesses otherwise).
@@ -346,12 +359,22 @@ def _lora(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: str) -
     config = LoraConfig(task_type=TaskType[_PEFT_TASK_TYPES[auto_class]], r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                         lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=list(full),
                         fan_in_fan_out=transposed)
+    if cfg.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # else frozen embeddings leave checkpointed blocks without gradient
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated for v6
-        model = get_peft_model(model, config)
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as exc:
+            if "not found in the base model" not in str(exc):
+                raise
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in lora_targets(model, [*full, *head])})
+            raise ModelError(f"lora.target_modules {cfg.lora.target_modules} match no layer of "
+                             f"{type(model).__name__}; its linear layers are: {', '.join(leaves)}") from None
     total, trainable = count_parameters(model)
+    in_full = f" ({', '.join(full)} in full)" if full else ""
     log(f"LoRA r={cfg.lora.r} on {len(targets)} layers; training {format_params(trainable)} of "
-        f"{format_params(total)} parameters ({', '.join(full)} in full)")
+        f"{format_params(total)} parameters{in_full}")
     return model
 
 
@@ -360,11 +383,12 @@ def _train(p: _Prepared, run_dir: Path, started: float) -> RunResult:
 
     cfg = p.cfg
     parts = p.task.engine_parts(p.tokenizer)
+    derive_metrics = parts.pop("derive_metrics", None)  # e.g. perplexity from the eval loss
     inputs = EngineInputs(p.model, p.tokenizer, p.features.train, p.features.eval,
                           tokens_per_step=_tokens_per_step(cfg, p.features.train),
                           group_by_length="length" in p.features.train.column_names, **parts)
     trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=p.precision,
-                                        time_budget_s=_budget_left(cfg, started))
+                                        time_budget_s=_budget_left(cfg, started), derive_metrics=derive_metrics)
     metrics = dict(trainer.train(resume_from_checkpoint=p.checkpoint).metrics)
     if p.features.eval is not None:
         metrics.update(final_evaluate(trainer))

@@ -1,0 +1,204 @@
+"""``llmtune export``: a run dir, model folder or LoRA adapter folder -> a plain Hugging Face model folder.
+
+What is exported depends on what the source holds:
+
+* a LoRA run (``RUN/adapter/adapter_config.json``, as ``llmtune finetune --lora`` saves it) or a bare
+  adapter folder, with ``--merge``: the adapters are merged into their base model (loaded in fp32,
+  merged, then stored in ``--dtype``, by default the base model's own dtype) and saved with
+  ``save_pretrained`` as safetensors, with the run's tokenizer and generation settings. The result
+  loads with ``AutoModelFor...from_pretrained`` where peft is not installed;
+* any run dir or model folder without ``--merge``: its model files (config, safetensors weights,
+  tokenizer, chat template, generation config) are copied; for a LoRA run these are the merged
+  copy ``finetune`` saved at the top of the run dir. Checkpoints, logs and metrics stay behind.
+
+``--merge`` on a source without adapters is refused (there is nothing to merge), and so is a bare
+adapter folder without ``--merge`` (an adapter alone is not a model).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from llmtune.errors import ConfigError, ModelError
+
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_FILE_PATTERNS = (
+    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+    "chat_template.json", "vocab.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken", "*.py",
+)
+"""Files of a Hugging Face model folder (custom-code ``*.py`` included); everything else stays behind."""
+_AUTO_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
+                 "QUESTION_ANS": "AutoModelForQuestionAnswering", "TOKEN_CLS": "AutoModelForTokenClassification"}
+_LABEL_FIELDS = ("id2label", "label2id", "problem_type")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ExportResult:
+    """What ``run`` wrote: the folder, how it was made and the model's size."""
+
+    output_dir: Path
+    merged: bool
+    base_model: Optional[str]
+    parameters: Optional[int]
+    bytes_on_disk: int
+
+
+def find_adapter(path: Path) -> Optional[Path]:
+    """The LoRA adapter folder of ``path`` (itself, or its ``adapter/``), or None."""
+    for folder in (path, path / "adapter"):
+        if (folder / ADAPTER_CONFIG).is_file():
+            return folder
+    return None
+
+
+def run(source: str, output_dir: str, *, merge: bool = False, base_model: Optional[str] = None,
+        dtype: str = "auto", overwrite: bool = False) -> ExportResult:
+    """Export ``source`` into ``output_dir`` (see the module docstring).
+
+    Raises:
+        ConfigError: A missing source, ``--merge`` without adapters, an adapter without ``--merge``,
+            an output folder that is not empty (without ``overwrite``) or overlaps the source.
+        ModelError: The base model or the adapters cannot be loaded.
+    """
+    src = Path(source).expanduser()
+    if not src.is_dir():
+        raise ConfigError(f"{source} is not a folder; pass a run dir, a model folder or a LoRA adapter folder")
+    adapter = find_adapter(src)
+    if merge and adapter is None:
+        raise ConfigError(f"{source} holds no LoRA adapters (no {ADAPTER_CONFIG} in it or in adapter/): nothing to "
+                          "merge; drop --merge to copy the full model")
+    if not merge and adapter == src:
+        raise ConfigError(f"{source} is a LoRA adapter folder, not a model; pass --merge to merge it into its base model")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    out = _prepare_output(src, Path(output_dir).expanduser(), overwrite)
+    if merge:
+        assert adapter is not None
+        base, parameters = merge_adapter(adapter, out, base_model, dtype)
+    else:
+        base, parameters = None, None
+        copy_model_files(_model_folder(src), out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return ExportResult(out, merge, base, parameters, size)
+
+
+def _prepare_output(src: Path, out: Path, overwrite: bool) -> Path:
+    """Check the output folder (empty, not overlapping the source), clearing it with ``overwrite``."""
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise ConfigError(f"--output-dir {out} overlaps the source {src}; export into a separate folder")
+    if o.exists() and (not o.is_dir() or any(o.iterdir())):
+        if not overwrite:
+            raise ConfigError(f"--output-dir {out} exists and is not empty; pass --overwrite to replace it")
+        shutil.rmtree(o) if o.is_dir() else o.unlink()
+    o.mkdir(parents=True, exist_ok=True)
+    return o
+
+
+def _model_folder(src: Path) -> Path:
+    from llmtune.modeling import resolve_model_path
+
+    return Path(resolve_model_path(str(src)))
+
+
+def copy_model_files(folder: Path, out: Path) -> list[str]:
+    """Copy the model files of ``folder`` (``MODEL_FILE_PATTERNS``) into ``out``.
+
+    Raises:
+        ModelError: ``folder`` has no safetensors weights.
+    """
+    files = sorted({p for pattern in MODEL_FILE_PATTERNS for p in folder.glob(pattern) if p.is_file()})
+    if not any(p.suffix == ".safetensors" for p in files):
+        raise ModelError(f"{folder} has no safetensors weights to export (pickled .bin weights are not copied); load "
+                         "and re-save it with save_pretrained first")
+    for path in files:
+        shutil.copy2(path, out / path.name)
+    return [p.name for p in files]
+
+
+def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: str) -> tuple[str, int]:
+    """Merge the LoRA adapters in ``adapter`` into their base model and save the result in ``out``.
+
+    Args:
+        adapter: Folder with ``adapter_config.json`` and the adapter weights (and usually a tokenizer).
+        out: Empty output folder.
+        base_model: The base model (default: ``base_model_name_or_path`` of the adapter config).
+        dtype: ``auto`` (the base model's dtype) or a torch dtype name.
+
+    Returns:
+        The base model used and the merged model's parameter count.
+    """
+    import torch
+
+    from llmtune.modeling import load_pretrained
+    from llmtune.runs.finetune import _quiet_transformers  # no load table or progress bars
+
+    settings = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = base_model or settings.get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{adapter / ADAPTER_CONFIG} does not name its base model; pass --base-model")
+    auto_class = _AUTO_CLASSES.get(str(settings.get("task_type")), "AutoModelForCausalLM")
+    try:
+        labels = _label_kwargs(adapter) if "Classification" in auto_class else {}
+        with _quiet_transformers():
+            model = load_pretrained(base, auto_class, dtype=torch.float32, **labels)
+    except ModelError as exc:
+        raise ModelError(f"the adapters' base model {base} cannot be loaded ({exc}); pass it with --base-model") from exc
+    target = _target_dtype(model.config, dtype)
+    merged = _merge(model, adapter).to(target)
+    with _quiet_transformers():
+        merged.save_pretrained(str(out))
+    _save_tokenizer(adapter, base, out)
+    run_dir = adapter.parent
+    if (run_dir / "generation_config.json").is_file():  # the run's stop tokens, not only the base model's
+        shutil.copy2(run_dir / "generation_config.json", out / "generation_config.json")
+    return base, sum(p.numel() for p in merged.parameters())
+
+
+def _label_kwargs(adapter: Path) -> dict[str, Any]:
+    """A classifier's label names from the run's merged config.json (its head size follows from them)."""
+    config = adapter.parent / "config.json"
+    if not config.is_file():
+        return {}
+    data = json.loads(config.read_text(encoding="utf-8"))
+    return {key: data[key] for key in _LABEL_FIELDS if data.get(key) is not None}
+
+
+def _target_dtype(config: Any, dtype: str) -> Any:
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    return stored if isinstance(stored, torch.dtype) else torch.float32
+
+
+def _merge(model: Any, adapter: Path) -> Any:
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated for v6
+        try:
+            wrapped = PeftModel.from_pretrained(model, str(adapter))
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            reason = " ".join(str(exc).split())[:300]
+            raise ModelError(f"cannot load the LoRA adapters in {adapter} onto their base model: {reason}") from exc
+        return wrapped.merge_and_unload()
+
+
+def _save_tokenizer(adapter: Path, base: str, out: Path) -> None:
+    """The tokenizer saved with the adapters (it may carry a chat template), else the base model's."""
+    from llmtune.tokenizer import TOKENIZER_FILES, load_tokenizer
+
+    has_own = any((adapter / name).is_file() for name in TOKENIZER_FILES)
+    load_tokenizer(str(adapter) if has_own else base).save_pretrained(str(out))
