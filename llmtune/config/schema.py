@@ -139,6 +139,12 @@ class TrainConfig(_Section):
     freeze_embeddings: bool = Field(
         False, description="Finetune: keep the input token embeddings fixed (faster steps on small models)."
     )
+    freeze_layers: int = Field(
+        0, ge=0, description="Finetune: keep the embeddings and the lowest N transformer blocks fixed (no backward through them)."
+    )
+    head_lr_multiplier: float = Field(
+        1.0, gt=0, description="Finetune: learning-rate multiplier for weights trained from scratch (the new task head)."
+    )
     class_weights: Optional[Union[Literal["balanced"], list[float], dict[str, float]]] = Field(
         None, description="Classification loss weights: 'balanced', one weight per label, or {label: weight}."
     )

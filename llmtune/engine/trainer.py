@@ -37,6 +37,8 @@ class EngineInputs:
         callbacks: Extra callbacks from the runner.
         compute_loss: Custom loss ``f(outputs, labels, num_items_in_batch)`` (e.g. class-weighted), or None.
         group_by_length: Batch examples of similar length together (features need a ``length`` column).
+        new_parameters: Names of parameters trained from scratch (a new task head); they learn at
+            ``train.head_lr_multiplier`` times the learning rate.
     """
 
     model: Any
@@ -50,6 +52,7 @@ class EngineInputs:
     callbacks: list[Any] = field(default_factory=list)
     compute_loss: Optional[Callable[..., Any]] = None
     group_by_length: bool = False
+    new_parameters: frozenset[str] = frozenset()
 
 
 def training_arguments(
@@ -191,6 +194,7 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.derive_metrics = derive_metrics
+    trainer.new_parameter_lr = (inputs.new_parameters, cfg.train.head_lr_multiplier)
     replace_default_progress(trainer, ProgressCallback(inputs.tokens_per_step))
     return trainer, throughput
 
@@ -201,6 +205,22 @@ def _trainer_class() -> type:
 
     class LlmtuneTrainer(Trainer):
         derive_metrics: Optional[Callable[[dict[str, float], str], dict[str, float]]] = None
+        new_parameter_lr: tuple[frozenset[str], float] = (frozenset(), 1.0)
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or "length" not in getattr(dataset, "column_names", ()):
+                return super()._get_train_sampler(train_dataset)
+            from llmtune.engine.sampling import LengthBucketSampler
+
+            return LengthBucketSampler(dataset["length"], self.args.per_device_train_batch_size)
+
+        def create_optimizer(self, model: Any = None) -> Any:
+            optimizer = super().create_optimizer(model)
+            names, multiplier = self.new_parameter_lr
+            if names and multiplier != 1.0:
+                scale_lr_of(optimizer, model or self.model, names, multiplier)
+            return optimizer
 
         def save_model(self, *args: Any, **kwargs: Any) -> None:
             # save_pretrained draws a "Writing model shards" bar for every checkpoint, even one shard.
@@ -222,6 +242,25 @@ def _trainer_class() -> type:
             return output
 
     return LlmtuneTrainer
+
+
+def scale_lr_of(optimizer: Any, model: Any, names: frozenset[str], multiplier: float) -> int:
+    """Move the parameters called ``names`` into their own groups at ``multiplier`` x the group's lr.
+
+    Called before the scheduler exists, so the schedule scales from the new base rates. Returns how many
+    parameters moved.
+    """
+    chosen = {id(p) for n, p in model.named_parameters() if n in names and p.requires_grad}
+    moved = 0
+    for group in list(optimizer.param_groups):
+        picked = [p for p in group["params"] if id(p) in chosen]
+        if not picked:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in chosen]
+        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
+                                   "params": picked, "lr": group["lr"] * multiplier})
+        moved += len(picked)
+    return moved
 
 
 def _shared_parameter_names(model: Any) -> set[str]:

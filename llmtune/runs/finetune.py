@@ -63,6 +63,7 @@ class _Prepared:
     features: Any
     precision: str
     checkpoint: Optional[str]
+    new_parameters: frozenset[str] = frozenset()
 
 
 def make_task(cfg: RunConfig) -> FinetuneTask:
@@ -192,10 +193,10 @@ def _prepare(cfg: RunConfig, task: Any, model_path: str, checkpoint: Optional[st
     for note in features.notes:
         log(note)
     _check_head(cfg, config, task.model_kwargs())
-    model = _model(cfg, task, model_path, tokenizer, config)
+    model, new_parameters = _model(cfg, task, model_path, tokenizer, config)
     if hasattr(task, "check_model"):  # optional hook: checks that need the loaded model
         task.check_model(model)
-    return _Prepared(cfg, task, tokenizer, model, features, precision, checkpoint)
+    return _Prepared(cfg, task, tokenizer, model, features, precision, checkpoint, new_parameters)
 
 
 def _tokenizer(cfg: RunConfig, model_path: str) -> Any:
@@ -244,7 +245,12 @@ def _check_head(cfg: RunConfig, config: Any, kwargs: dict[str, Any]) -> None:
         )
 
 
-def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: Any) -> Any:
+# Above this size the small-model default learning rate (recipes/classification/default.yaml) is risky.
+LARGE_MODEL_PARAMS = 60_000_000
+
+
+def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: Any) -> tuple[Any, frozenset[str]]:
+    """The pretrained model with the task's head, and the names of the weights it had to create."""
     import torch
 
     from llmtune.modeling import count_parameters, dropout_fields, format_params, load_pretrained
@@ -267,9 +273,13 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
         model.config.pad_token_id = tokenizer.pad_token_id
     total, _ = count_parameters(model)
     log(f"model: {cfg.model.name_or_path} as {type(model).__name__}, {format_params(total)} parameters")
+    if total > LARGE_MODEL_PARAMS and cfg.train.lr > 1e-4:
+        log(f"warning: lr {cfg.train.lr:g} is high for a {format_params(total)}-parameter model (the default suits "
+            "models up to ~50M); base-size models usually fine-tune at 2e-5 to 5e-5: pass --lr or a model recipe")
     new = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
     if new:
-        log(f"new weights (trained from scratch): {', '.join(new)}")
+        faster = "" if cfg.lora.enabled or cfg.train.head_lr_multiplier == 1 else f", at {cfg.train.head_lr_multiplier:g}x the lr"
+        log(f"new weights (trained from scratch{faster}): {', '.join(new)}")
     # transformers lists mismatched keys as (name, checkpoint shape, model shape) tuples.
     mismatched = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())]
     resized = sorted({str(key).rsplit(".", 1)[0] for key in mismatched})
@@ -277,7 +287,11 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
         log(f"re-initialised for a new shape: {', '.join(resized)}")
     if cfg.train.freeze_embeddings and not cfg.lora.enabled:
         _freeze_input_embeddings(model)
-    return _lora(cfg, model, new, task.auto_class) if cfg.lora.enabled else model
+    if cfg.train.freeze_layers and not cfg.lora.enabled:
+        freeze_lower_layers(model, cfg.train.freeze_layers)
+    if cfg.lora.enabled:
+        return _lora(cfg, model, new, task.auto_class), frozenset()
+    return model, frozenset(str(k) for k in info.get("missing_keys", ()))
 
 
 def _freeze_input_embeddings(model: Any) -> None:
@@ -292,6 +306,34 @@ def _freeze_input_embeddings(model: Any) -> None:
         return
     weight.requires_grad_(False)
     log(f"frozen: input embeddings ({format_params(weight.numel())} parameters)")
+
+
+def freeze_lower_layers(model: Any, n_layers: int) -> int:
+    """Fix every weight below transformer block ``n_layers`` (embeddings included): no backward through them.
+
+    Blocks are the model's longest ``ModuleList``; "below" is registration order, which puts the
+    embeddings first in every transformers model. Returns how many parameters were frozen.
+    """
+    import torch
+
+    from llmtune.modeling import format_params
+
+    blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=[])
+    if n_layers >= len(blocks):
+        raise ConfigError(f"train.freeze_layers={n_layers} would freeze all {len(blocks)} transformer blocks; "
+                          f"pass a number below {len(blocks)}")
+    first_trained = {id(p) for p in blocks[n_layers].parameters()}
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is model.get_input_embeddings().weight
+    frozen = 0
+    for param in model.parameters():
+        if id(param) in first_trained:
+            break
+        if not (tied and param is output.weight):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    log(f"frozen: embeddings and the lowest {n_layers} of {len(blocks)} blocks ({format_params(frozen)} parameters)")
+    return frozen
 
 
 class _DropLoadReport(logging.Filter):
@@ -386,7 +428,8 @@ def _train(p: _Prepared, run_dir: Path, started: float) -> RunResult:
     derive_metrics = parts.pop("derive_metrics", None)  # e.g. perplexity from the eval loss
     inputs = EngineInputs(p.model, p.tokenizer, p.features.train, p.features.eval,
                           tokens_per_step=_tokens_per_step(cfg, p.features.train),
-                          group_by_length="length" in p.features.train.column_names, **parts)
+                          group_by_length="length" in p.features.train.column_names,
+                          new_parameters=p.new_parameters, **parts)
     trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=p.precision,
                                         time_budget_s=_budget_left(cfg, started), derive_metrics=derive_metrics)
     metrics = dict(trainer.train(resume_from_checkpoint=p.checkpoint).metrics)

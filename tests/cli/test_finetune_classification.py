@@ -123,7 +123,7 @@ def test_finetune_learns_and_reports(finetuned, data):
         width, height = _png_size(out / "plots" / name)
         assert width > 100 and height > 100
     assert "classes in training data (3 classes, 200 rows)" in result.output
-    assert "new weights (trained from scratch)" in result.output and "classifier" in result.output
+    assert "new weights (trained from scratch" in result.output and "classifier" in result.output
     assert (out / "run_complete.json").is_file() and (out / "model.safetensors").is_file()
 
 
@@ -256,6 +256,7 @@ def test_default_recipe_freezes_token_embeddings_and_drops_dropout(tiny_bert, da
                      "--eval-dataset", data / "val.csv", "-o", out, "--max-steps", "3", "--set", "train.max_length=32")
     assert result.exit_code == 0, result.output
     assert "frozen: input embeddings" in result.output
+    assert "new weights (trained from scratch, at 10x the lr): bert.pooler.dense, classifier" in result.output
     before = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=3)
     after = AutoModelForSequenceClassification.from_pretrained(str(out))
     assert after.config.hidden_dropout_prob == 0.0 and after.config.attention_probs_dropout_prob == 0.0

@@ -1,0 +1,74 @@
+"""Length-bucketed batches, the new-head learning-rate multiplier and freezing the lower layers."""
+
+import pytest
+import torch
+
+from llmtune.engine.sampling import LengthBucketSampler
+from llmtune.engine.trainer import scale_lr_of
+from llmtune.errors import ConfigError
+from llmtune.runs.finetune import freeze_lower_layers
+
+
+def _batches(order, size):
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def test_bucket_sampler_yields_every_row_once_in_length_sorted_batches():
+    lengths = [5, 1, 9, 3, 3, 7, 2, 8, 6, 4]
+    torch.manual_seed(0)
+    order = list(LengthBucketSampler(lengths, batch_size=3))
+    assert sorted(order) == list(range(10)) and len(order) == 10
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in _batches(order, 3))
+    # Sorted lengths 1 2 3 3 4 5 6 7 8 9 cut into threes: the batches never overlap in length.
+    assert spans == [(1, 3), (3, 5), (6, 8), (9, 9)]
+    assert [lengths[i] for i in order[-1:]] == [9]  # the short batch comes last
+
+
+def test_bucket_sampler_reshuffles_with_the_torch_rng():
+    lengths = [1, 1, 1, 1, 2, 2, 2, 2]
+    torch.manual_seed(1)
+    first = list(LengthBucketSampler(lengths, 4))
+    torch.manual_seed(1)
+    again = list(LengthBucketSampler(lengths, 4))
+    orders = {tuple(LengthBucketSampler(lengths, 4)) for _ in range(20)}
+    assert first == again and len(orders) > 1
+
+
+def _tiny_classifier():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16, num_labels=2)
+    return BertForSequenceClassification(config)
+
+
+def test_scale_lr_moves_only_the_named_parameters_into_faster_groups():
+    model = _tiny_classifier()
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias")]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-3)
+    moved = scale_lr_of(optimizer, model, frozenset({"classifier.weight", "classifier.bias"}), 10.0)
+    head = {id(model.classifier.weight): 0.01, id(model.classifier.bias): 0.0}
+    assert moved == 2
+    fast = [g for g in optimizer.param_groups if g["lr"] == pytest.approx(1e-2)]
+    assert sorted((id(p), g["weight_decay"]) for g in fast for p in g["params"]) == sorted(head.items())
+    slow = [id(p) for g in optimizer.param_groups if g["lr"] == pytest.approx(1e-3) for p in g["params"]]
+    assert len(slow) == len(list(model.parameters())) - 2 and not set(slow) & set(head)
+
+
+def test_freeze_lower_layers_fixes_embeddings_and_the_lowest_blocks():
+    model = _tiny_classifier()
+    freeze_lower_layers(model, 2)
+    trainable = {n.split(".")[3] if n.startswith("bert.encoder") else n.split(".")[1]
+                 for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert trainable == {"2", "pooler", "weight", "bias"}  # block 2, the pooler, the classifier
+    assert any(n.startswith("bert.embeddings.position") for n in frozen)
+    assert all(not n.startswith("bert.encoder.layer.2") for n in frozen)
+
+
+def test_freeze_lower_layers_refuses_to_freeze_every_block():
+    with pytest.raises(ConfigError, match="below 3"):
+        freeze_lower_layers(_tiny_classifier(), 3)
