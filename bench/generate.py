@@ -40,8 +40,8 @@ class Plan:
     batch_pairs: int  # (llmtune, plain) pairs over all 32 prompts
 
 
-FULL = Plan(new_tokens=64, single_pairs=6, batch_pairs=2)
-QUICK = Plan(new_tokens=32, single_pairs=3, batch_pairs=1)
+FULL = Plan(new_tokens=64, single_pairs=12, batch_pairs=3)
+QUICK = Plan(new_tokens=32, single_pairs=8, batch_pairs=1)
 
 
 def prompts() -> list[str]:
