@@ -17,7 +17,7 @@ _NOT_FLAGS = {"recipe", "set_", "print_config"}
 # Defaults tuned by measurement live in a recipe (documented in its header), used when no --recipe is
 # given, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Pretrain picks the tiny recipe
 # of the requested --arch; other sizes start from the plain presets.
-_FINETUNE_DEFAULTS = {"classification": "classification/default"}
+_FINETUNE_DEFAULTS = {"classification": "classification/default", "qa": "qa/default"}
 _TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
 
 
@@ -103,16 +103,6 @@ def resolve_config(command: str, params: dict[str, Any]) -> Any:
         typer.echo(dump_config(cfg), nl=False)
         raise typer.Exit(0)
     return cfg
-
-
-def not_landed(command: str, issue: int) -> None:
-    """Exit 2 for a command whose implementation has not landed yet (no fake behaviour)."""
-    from llmtune.errors import NotAvailableError
-
-    raise NotAvailableError(
-        f"`llmtune {command}` is not implemented yet (tracked in issue #{issue}); "
-        f"--print-config already shows the resolved config"
-    )
 
 
 _SUMMARY_KEYS = (

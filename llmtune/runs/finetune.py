@@ -119,8 +119,8 @@ class QAAdapter:
     def prepare(self, data: Any, tokenizer: Any, max_length: int) -> _Features:
         from llmtune.tasks.qa import QATask
 
-        # train.doc_stride / train.allow_no_answer are read once the schema has them; SQuAD's ratio until then.
-        stride = self.cfg.train.doc_stride or min(128, max_length // 4)
+        # train.doc_stride when set, else SQuAD's ratio (stride 128 in 384-token windows).
+        stride = self.cfg.train.doc_stride or min(128, max_length // 3)
         self.task = QATask(max_length, stride, allow_no_answer=self.cfg.data.allow_no_answer)
         train, counts = self.task.validate(data.train)
         notes = [f"skipped {counts['misaligned']} training rows whose answer is not at answer_start"] \

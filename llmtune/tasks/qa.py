@@ -268,10 +268,11 @@ def prepare_train_features(
         doc_stride: Tokens shared by consecutive windows of one context.
 
     Returns:
-        Model inputs (``input_ids``, ``attention_mask``, ...) and labels, one row per window.
+        Model inputs (``input_ids``, ``attention_mask``, ...), labels and ``length``, one row per window.
     """
     enc = _tokenize_windows(batch, tokenizer, max_length, doc_stride)
-    return {**_model_inputs(enc), **_add_labels(enc, batch, tokenizer)}
+    lengths = {"length": [len(ids) for ids in enc["input_ids"]]}  # for length-bucketed batches
+    return {**_model_inputs(enc), **_add_labels(enc, batch, tokenizer), **lengths}
 
 
 def prepare_eval_features(

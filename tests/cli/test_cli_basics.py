@@ -87,16 +87,6 @@ def test_wrong_value_type(cli):
     _one_line_error(cli("pretrain", "--recipe", "gpt2-tiny", "--set", "train.batch_size=lots"), "train.batch_size")
 
 
-def test_unlanded_command_says_so():
-    import pytest
-
-    from llmtune.cli._common import not_landed
-    from llmtune.errors import NotAvailableError
-
-    with pytest.raises(NotAvailableError, match=r"`llmtune export` is not implemented yet \(tracked in issue #9\)"):
-        not_landed("export", 9)  # every command has landed; the helper stays for the next one
-
-
 def test_debug_shows_traceback(monkeypatch, cli):
     monkeypatch.setenv("LLMTUNE_DEBUG", "1")
     result = cli("pretrain", "--recipe", "gpt2-tinyy")
@@ -123,7 +113,9 @@ def test_finetune_classification_defaults_come_from_its_recipe(cli):
                                   "model.dropout=0.1", "--print-config").output)
     assert explicit["model"]["dropout"] == 0.1
     qa = yaml.safe_load(cli("finetune", "-t", "qa", "-m", "m", "-d", "x.json", "--print-config").output)
-    assert qa["model"]["dropout"] is None and qa["train"]["freeze_embeddings"] is False
+    assert qa["model"]["dropout"] == 0.0 and qa["train"]["doc_stride"] is None and qa["train"]["max_length"] == 384
+    gen = yaml.safe_load(cli("finetune", "-t", "generation", "-m", "m", "-d", "x.json", "--print-config").output)
+    assert gen["model"]["dropout"] is None and gen["train"]["freeze_embeddings"] is False
 
 
 def test_pretrain_default_recipe_follows_arch(cli):
