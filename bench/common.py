@@ -141,6 +141,20 @@ def llmtune_argv() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "llmtune"]
 
 
+def run_llmtune(args: Sequence[str], out: Path) -> dict:
+    """Run ``llmtune ARGS`` (whose run dir is ``out``), its output kept in ``out``.log; returns its metrics.json.
+
+    Raises:
+        RuntimeError: The command failed (the message names the log).
+    """
+    log = out.parent / f"{out.name}.log"
+    with log.open("w") as f:
+        proc = subprocess.run([*llmtune_argv(), *args], stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llmtune {args[0]} exited {proc.returncode}; see {log}")
+    return json.loads((out / "metrics.json").read_text())
+
+
 def time_command(argv: Sequence[str], repeats: int, *, discard_first: bool = True) -> list[float]:
     """Wall-clock seconds of ``argv`` run ``repeats`` times (the first run only warms the file cache).
 

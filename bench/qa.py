@@ -19,14 +19,12 @@ the training differs. Throughput is train windows/s timed from the end of the fi
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from classification import Outcome, _step_timer, ensure_packages, model_path
-from common import Row, Target, llmtune_argv, report, say, work_dir
+from common import Row, Target, report, run_llmtune, say, work_dir
 
 NAME = "qa"
 BASELINE = {"batch_size": 12, "lr": 3e-5, "max_length": 384, "doc_stride": 128}
@@ -87,16 +85,11 @@ def _score(trainer: Any, task: Any, examples: Any, features: Any, tok: Any) -> d
 
 def llmtune_default(out: Path, rows: Optional[int]) -> Outcome:
     """Way (c): ``llmtune finetune --task qa`` with its defaults and one epoch."""
-    argv = [*llmtune_argv(), "finetune", "--task", "qa", "--model", model_path(), "--dataset", "builtin:qa",
-            "--epochs", "1", "--output-dir", str(out), "--overwrite"]
-    argv += ["--max-samples", str(rows)] if rows else []
+    args = ["finetune", "--task", "qa", "--model", model_path(), "--dataset", "builtin:qa", "--epochs", "1",
+            "--output-dir", str(out), "--overwrite"]
+    args += ["--max-samples", str(rows)] if rows else []
     started = time.perf_counter()
-    log = out.parent / f"{out.name}.log"
-    with log.open("w") as f:
-        proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"llmtune finetune exited {proc.returncode}; see {log}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = run_llmtune(args, out)
     return Outcome(metrics.get("train_samples_per_second"), metrics.get("eval_f1"), time.perf_counter() - started,
                    f"EM {metrics.get('eval_exact_match', float('nan')):.1f}, F1 {metrics.get('eval_f1', float('nan')):.1f}")
 
