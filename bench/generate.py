@@ -13,6 +13,11 @@ Two rows, each the median of per-pair ratios of runs adjacent in time (these mac
 * 32 prompts: llmtune's file path (``generate_records``: length-sorted, left-padded batches of the
   CLI's default 16) vs the plain loop calling ``model.generate`` once per prompt. Target >= 3x.
 
+Both sides run with one intra-op thread (``THREADS``): on these shared 2-core machines, two OpenMP
+threads collapse whenever another process takes a core (every parallel region waits for the
+descheduled thread; the same batched run measured 40 tok/s with 2 threads under load and 900 tok/s with
+1), which made the ratios swing between 1.4x and 7x from run to run.
+
 Run alone: ``.venv/bin/python bench/generate.py [--quick]``.
 """
 
@@ -28,6 +33,7 @@ from common import CpuWatch, Row, Target, contention_note, median, report, say, 
 
 NAME = "generate"
 VOCAB, CONTEXT = 8000, 256
+THREADS = 1  # torch intra-op threads for both sides (see the module docstring)
 N_PROMPTS = 32
 
 
@@ -41,7 +47,7 @@ class Plan:
 
 
 FULL = Plan(new_tokens=64, single_pairs=12, batch_pairs=3)
-QUICK = Plan(new_tokens=32, single_pairs=8, batch_pairs=1)
+QUICK = Plan(new_tokens=32, single_pairs=8, batch_pairs=2)
 
 
 def prompts() -> list[str]:
@@ -139,9 +145,20 @@ def _pairs(count: int, llm: Any, plain: Any, label: str) -> tuple[list[float], l
 
 def run(quick: bool) -> list[Row]:
     """Measure and return the rows (the ``run_all`` entry point)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return measure(QUICK if quick else FULL)
+    finally:
+        torch.set_num_threads(threads)  # run_all runs other benchmarks in this process
+
+
+def measure(plan: Plan) -> list[Row]:
+    """Build/load the model, check both sides agree, then time the pairs."""
     from llmtune.config.schema import GenerateConfig, TrainConfig
 
-    plan = QUICK if quick else FULL
     model, plain, tok = load_both(build_model(work_dir("generate") / "llama-5m"))
     texts = prompts()
     g = GenerateConfig(temperature=0, max_new_tokens=plan.new_tokens, min_new_tokens=plan.new_tokens)
@@ -154,7 +171,8 @@ def run(quick: bool) -> list[Row]:
     many = _pairs(plan.batch_pairs, lambda i: llmtune_batch(model, tok, texts, g, batch_size),
                   lambda i: plain_loop(plain, tok, texts, n), f"{N_PROMPTS} prompts")
     return [_row(f"tokens/s, batch 1 (llama 5.2M, greedy, {n} new tokens)", one, Target(">=", 1.0, "ratio"),
-                 "llmtune = single-prompt streaming path; plain = one model.generate call; same prompts"),
+                 f"llmtune = single-prompt streaming path; plain = one model.generate call; same prompts; "
+                 f"{THREADS} torch thread"),
             _row(f"aggregate tokens/s, {N_PROMPTS} prompts ({n} new tokens each)", many, Target(">=", 3.0, "ratio"),
                  f"llmtune = prompt-file path, length-sorted left-padded batches of {batch_size}; "
                  "plain = model.generate once per prompt")]
