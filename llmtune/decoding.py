@@ -247,15 +247,23 @@ def generation_config(model: Any, tokenizer: Any, g: "GenerateConfig", n_new: in
     return config
 
 
-def count_new_tokens(row: Sequence[int], config: Any, tokenizer: Any) -> int:
-    """Tokens a sequence really generated: through its first eos, or without the padding after a stop."""
-    eos = config.eos_token_id
-    stop_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tokenizer.eos_token_id}
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a generation: the model's ``generation_config`` eos ids and the tokenizer's eos."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None) if config is not None else None
+    found = set([ids] if isinstance(ids, int) else (ids or []))
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
+
+
+def count_new_tokens(row: Sequence[int], stops: set[int], pad_id: Optional[int]) -> int:
+    """Tokens a sequence really generated: through its first stop id (eos), or without the padding after a stop."""
     for i, token in enumerate(row):
-        if token in stop_ids:
+        if token in stops:
             return i + 1
     n = len(row)
-    while n and row[n - 1] == tokenizer.pad_token_id:
+    while n and row[n - 1] == pad_id:
         n -= 1
     return n
 

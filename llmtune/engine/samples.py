@@ -22,6 +22,8 @@ from typing import Any, Optional, Sequence, TextIO
 
 from transformers import TrainerCallback
 
+from llmtune.decoding import stop_ids  # re-exported: callers import it from here too
+
 SAMPLES_FILE = "samples.jsonl"
 """Where a run dir keeps its sample generations, relative to the run dir."""
 
@@ -78,16 +80,6 @@ def generate_greedy(model: Any, prompt_ids: list[int], n_new: int, pad_id: Optio
     finally:
         model.train(was_training)
     return out[0, len(prompt_ids):].tolist()
-
-
-def stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Token ids that end a generation: the model's ``generation_config`` eos ids and the tokenizer's eos."""
-    config = getattr(model, "generation_config", None)
-    ids = getattr(config, "eos_token_id", None) if config is not None else None
-    found = set([ids] if isinstance(ids, int) else (ids or []))
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return found
 
 
 class SampleCallback(TrainerCallback):

@@ -33,6 +33,7 @@ from llmtune.decoding import (
     generation_config,
     left_pad,
     load_for_generation,
+    stop_ids,
 )
 from llmtune.errors import ConfigError, DataError
 from llmtune.runs.common import log
@@ -171,7 +172,7 @@ def _stream(model: Any, tokenizer: Any, ids: list[int], g: GenerateConfig, write
     out = _run_generate(model, tokenizer, [ids], g, n_new, streamer, stops)
     writer.close()
     stats = GenerateStats(completions=1, capped=n_new < g.max_new_tokens)
-    stats.record(streamer, count_new_tokens(out[0].tolist(), model.generation_config, tokenizer))
+    stats.record(streamer, count_new_tokens(out[0].tolist(), stop_ids(model, tokenizer), tokenizer.pad_token_id))
     return writer.text, stats
 
 
@@ -206,13 +207,14 @@ def generate_records(model: Any, tokenizer: Any, prompts: list[str], g: Generate
     n = g.num_return_sequences
     texts: dict[int, list[str]] = {}
     stats = GenerateStats(completions=len(prompts) * n)
+    stops = stop_ids(model, tokenizer)
     for batch in _progress(batches):
         seqs = [encoded[i] for i in batch]
         n_new = cap_new_tokens(g.max_new_tokens, max(map(len, seqs)), context, warn=not stats.capped)
         stats.capped = stats.capped or n_new < g.max_new_tokens
         streamer = TokenStream()  # times the first token only
         out = _run_generate(model, tokenizer, seqs, g, n_new, streamer, g.stop).tolist()
-        stats.record(streamer, sum(count_new_tokens(row, model.generation_config, tokenizer) for row in out))
+        stats.record(streamer, sum(count_new_tokens(row, stops, tokenizer.pad_token_id) for row in out))
         for k, i in enumerate(batch):
             rows = out[k * n:(k + 1) * n]
             texts[i] = [cut_at_stop(tokenizer.decode(r, skip_special_tokens=True), g.stop)[0] for r in rows]

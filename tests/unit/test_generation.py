@@ -19,6 +19,7 @@ from llmtune.decoding import (
     generation_config,
     left_pad,
     split_adapter,
+    stop_ids,
 )
 from llmtune.errors import DataError, ModelError
 from llmtune.runs.generate import read_prompt_file
@@ -88,11 +89,12 @@ def test_check_prompt_lengths_names_the_prompt(tok):
 
 
 def test_count_new_tokens_stops_at_eos_and_ignores_padding(tok):
-    config = SimpleNamespace(eos_token_id=[0, 7])
-    assert count_new_tokens([5, 6, 0, 1, 1], config, tok) == 3  # through eos
-    assert count_new_tokens([5, 7, 9], config, tok) == 2  # another eos id of the model
-    assert count_new_tokens([5, 6, 1, 1], config, tok) == 2  # stopped by a stop string, then padded
-    assert count_new_tokens([5, 6, 8], config, tok) == 3
+    stops = stop_ids(SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[7])), tok)
+    assert stops == {0, 7}  # the model's eos ids and the tokenizer's
+    assert count_new_tokens([5, 6, 0, 1, 1], stops, 1) == 3  # through eos
+    assert count_new_tokens([5, 7, 9], stops, 1) == 2  # another eos id of the model
+    assert count_new_tokens([5, 6, 1, 1], stops, 1) == 2  # stopped by a stop string, then padded
+    assert count_new_tokens([5, 6, 8], stops, 1) == 3
 
 
 def test_left_pad_aligns_the_ends():
