@@ -77,8 +77,9 @@ class RunDir:
             probe = path / f".write-test-{os.getpid()}"
             probe.write_text("")
             probe.unlink()
-        except PermissionError as exc:
-            raise ConfigError(f"cannot write to output dir {path} (permission denied); choose another --output-dir") from exc
+        except OSError as exc:  # permission denied, read-only file system, a file where a folder should be...
+            reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or type(exc).__name__)
+            raise ConfigError(f"cannot write to output dir {path} ({reason}); choose another --output-dir") from exc
         return cls(path)
 
     def write_config(self, config_yaml: str) -> None:

@@ -161,6 +161,9 @@ class TrainConfig(_Section):
     early_stopping_patience: Optional[int] = Field(None, gt=0)
     metric_for_best_model: Optional[str] = None
     resume: Optional[str] = Field(None, description="'last' or a checkpoint path to resume from.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf training loss: stop (keeping the last good checkpoint) or skip that batch."
+    )
     overwrite: bool = Field(False, description="Replace a finished run in output_dir.")
 
     @field_validator("time_budget")

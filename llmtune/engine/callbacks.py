@@ -182,8 +182,8 @@ class MetricsLogCallback(TrainerCallback):
     Each line is one object: ``step``, ``epoch``, ``time`` (Unix seconds), ``elapsed`` (seconds since
     training began) and the logged values (``loss``, ``learning_rate``, ``eval_*`` ...), made safe by
     ``json_safe`` (NaN/inf are written as ``null``). Lines are flushed as written so a crashed run
-    keeps its history. Only the main process writes. Resuming appends to the same file, so steps
-    between the checkpoint and the crash can appear twice.
+    keeps its history. Only the main process writes. A resumed run appends to the same file after
+    ``reliability.RewindLogs`` dropped the lines logged past the checkpoint, so each step appears once.
     """
 
     def __init__(self, path: str | Path, *, clock: Clock = time.time) -> None:

@@ -167,6 +167,9 @@ def build_trainer(
         replace_default_progress,
     )
 
+    from llmtune.engine.reliability import GracefulStop, NonFiniteGuard, RewindLogs
+    from llmtune.engine.samples import SAMPLES_FILE
+
     _quiet_false_alarms()
     args = training_arguments(
         cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision,
@@ -175,7 +178,9 @@ def build_trainer(
     throughput = ThroughputTracker(inputs.tokens_per_step)
     # Runner callbacks (e.g. sample generation after evaluation) go before the throughput tracker and
     # time budget, so the time they take counts as evaluation time, not as training step time.
-    callbacks = [MetricsLogCallback(run_dir / METRICS_FILE), *inputs.callbacks, throughput]
+    stop = GracefulStop()
+    callbacks = [RewindLogs(run_dir / METRICS_FILE, run_dir / SAMPLES_FILE), MetricsLogCallback(run_dir / METRICS_FILE),
+                 *inputs.callbacks, throughput, stop]
     if time_budget_s is not None:
         callbacks.append(TimeBudgetCallback(time_budget_s))
     if args.load_best_model_at_end and cfg.train.early_stopping_patience:
@@ -194,18 +199,67 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.derive_metrics = derive_metrics
+    trainer.graceful_stop = stop
+    trainer.nonfinite = NonFiniteGuard(cfg.train.on_nonfinite, run_dir, cfg.train.lr)
     trainer.new_parameter_lr = (inputs.new_parameters, cfg.train.head_lr_multiplier)
     replace_default_progress(trainer, ProgressCallback(inputs.tokens_per_step))
     return trainer, throughput
 
 
 def _trainer_class() -> type:
-    """A Trainer that adds derived metrics to every evaluation and saves without progress bars."""
+    """A Trainer that adds derived metrics to every evaluation and saves without progress bars.
+
+    It also makes training survivable (``engine/reliability.py``): Ctrl-C/SIGTERM stop after a step with
+    a checkpoint and raise ``TrainingInterrupted``; a checkpoint is marked complete only once written;
+    a non-finite loss stops the run (or skips the batch) before it reaches the weights.
+    """
     from transformers import Trainer
+
+    from llmtune.engine import reliability
 
     class LlmtuneTrainer(Trainer):
         derive_metrics: Optional[Callable[[dict[str, float], str], dict[str, float]]] = None
         new_parameter_lr: tuple[frozenset[str], float] = (frozenset(), 1.0)
+        graceful_stop: Optional[reliability.GracefulStop] = None
+        nonfinite: Optional[reliability.NonFiniteGuard] = None
+
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            stop = self.graceful_stop
+            if stop is None:
+                return super().train(*args, **kwargs)
+            with stop.installed():
+                output = super().train(*args, **kwargs)
+            if stop.step is not None:  # a signal arrived before the last step ended (after it: training is done)
+                import sys
+
+                raise reliability.interrupted_error(stop, Path(self.args.output_dir), sys.argv)
+            return output
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            if self.nonfinite is None or not model.training:
+                return result
+            loss = self.nonfinite.check(result[0] if return_outputs else result, model, self.state.global_step + 1)
+            return (loss, *result[1:]) if return_outputs else loss
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            # Rotation waits until the new checkpoint is marked complete: a kill in between must never
+            # leave only unfinished checkpoints behind.
+            run_dir = self._get_output_dir(trial=trial)
+            folder = Path(run_dir) / f"checkpoint-{self.state.global_step}"
+            if self.args.should_save:  # saving the same step again: incomplete until marked anew
+                (folder / reliability.CHECKPOINT_MARKER).unlink(missing_ok=True)
+            limit, self.args.save_total_limit = self.args.save_total_limit, None
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = limit
+            if self.args.should_save:
+                from transformers.trainer_utils import rotate_checkpoints
+
+                reliability.mark_checkpoint_complete(folder)
+                rotate_checkpoints(run_dir, save_total_limit=limit, use_mtime=True,
+                                   best_model_checkpoint=self.state.best_model_checkpoint)
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -325,20 +379,30 @@ def final_evaluate(trainer: Any) -> dict[str, float]:
 
 
 def resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[str]:
-    """The checkpoint to resume from: ``--resume last`` finds the newest in the run dir."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from: ``--resume last`` finds the newest intact one in the run dir.
 
+    Incomplete or corrupt checkpoints (see ``engine/reliability.py``) are reported and skipped.
+    """
+    from llmtune.engine.reliability import checkpoint_problem, checkpoint_step, last_good_checkpoint
     from llmtune.errors import ConfigError
+    from llmtune.runs.common import log
 
     if not cfg.train.resume:
         return None
     if cfg.train.resume != "last":
         if not Path(cfg.train.resume).is_dir():
             raise ConfigError(f"checkpoint not found: {cfg.train.resume}; pass --resume last or a checkpoint-N folder")
-        return cfg.train.resume
-    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-    if last is None:
-        raise ConfigError(f"--resume: no checkpoint-N folder in {run_dir}; start without --resume")
+        problem = checkpoint_problem(Path(cfg.train.resume))
+        if problem:
+            raise ConfigError(f"cannot resume from {cfg.train.resume}: {problem}; pass --resume last to use the "
+                              "newest intact checkpoint")
+        last = cfg.train.resume
+    else:
+        last = last_good_checkpoint(run_dir) if run_dir.is_dir() else None
+        if last is None:
+            raise ConfigError(f"--resume: no checkpoint-N folder in {run_dir}; start without --resume")
+    log(f"resuming from {last}: step {checkpoint_step(Path(last))}, with the optimizer, LR schedule, RNG and data "
+        "position restored (batches already trained are skipped)")
     return last
 
 

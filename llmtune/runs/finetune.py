@@ -178,7 +178,8 @@ def run(cfg: RunConfig) -> RunResult:
 
 def _prepare(cfg: RunConfig, task: Any, model_path: str, checkpoint: Optional[str]) -> _Prepared:
     from llmtune.data.loading import load_task_data
-    from llmtune.modeling import load_pretrained, resolve_precision
+    from llmtune.engine.reliability import check_disk_space
+    from llmtune.modeling import count_parameters, load_pretrained, resolve_precision
 
     precision = resolve_precision(cfg.train.precision)
     data = load_task_data(cfg.data, task.columns, seed=cfg.train.seed)
@@ -194,9 +195,21 @@ def _prepare(cfg: RunConfig, task: Any, model_path: str, checkpoint: Optional[st
         log(note)
     _check_head(cfg, config, task.model_kwargs())
     model, new_parameters = _model(cfg, task, model_path, tokenizer, config)
+    _check_vocab(cfg, model, tokenizer)
+    if is_main_process():
+        check_disk_space(Path(cfg.train.output_dir), *count_parameters(model))
     if hasattr(task, "check_model"):  # optional hook: checks that need the loaded model
         task.check_model(model)
     return _Prepared(cfg, task, tokenizer, model, features, precision, checkpoint, new_parameters)
+
+
+def _check_vocab(cfg: RunConfig, model: Any, tokenizer: Any) -> None:
+    """Refuse a tokenizer whose token ids run past the model's embedding matrix (it would fail mid-training)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary (embedding matrix) "
+                         f"has {rows}; pass the tokenizer the model was trained with"
+                         + (" (drop model.tokenizer)" if cfg.model.tokenizer else ""))
 
 
 def _tokenizer(cfg: RunConfig, model_path: str) -> Any:

@@ -81,7 +81,8 @@ def _prepare(
     import torch
 
     from llmtune.data.loading import load_task_data
-    from llmtune.modeling import resolve_precision
+    from llmtune.engine.reliability import check_disk_space
+    from llmtune.modeling import count_parameters, resolve_precision
     from llmtune.tasks import TASK_INFO
 
     precision = resolve_precision(cfg.train.precision)
@@ -91,6 +92,8 @@ def _prepare(
     tokenizer = _tokenizer(cfg, data, masked=task.masked, run_dir=run_dir)
     torch.manual_seed(cfg.train.seed)
     model = _model(cfg, arch, task, tokenizer)
+    if is_main_process():
+        check_disk_space(run_dir, *count_parameters(model))
     train_blocks, eval_blocks = _pack(task, data, tokenizer, cfg.train.max_length)
     units = _units(eval_blocks if eval_blocks is not None else train_blocks, cfg.train.max_length, task.masked)
     n_eval = len(eval_blocks) if eval_blocks is not None else 0
