@@ -65,6 +65,15 @@ Overwrite = Annotated[Optional[bool], typer.Option("--overwrite", help="Replace 
 Resume = Annotated[
     Optional[str], typer.Option("--resume", help="Continue from the last checkpoint ('last') or a checkpoint path.")
 ]
+AllowPickle = Annotated[
+    Optional[bool],
+    typer.Option("--allow-pickle", help="Load pickled (.bin/.pt) weights, which can run code: only for models you trust."),
+]
+TrustRemoteCode = Annotated[
+    Optional[bool],
+    typer.Option("--trust-remote-code", help="Run the Python code a model ships with: only for authors you trust."),
+]
+
 Format = Annotated[
     Optional[DataFormat],
     typer.Option("--format", help="Generation data layout (default: detected from the columns)."),
@@ -106,6 +115,8 @@ FLAG_PATHS: dict[str, str] = {
     "seed": "train.seed",
     "overwrite": "train.overwrite",
     "resume": "train.resume",
+    "allow_pickle": "model.allow_pickle",
+    "trust_remote_code": "model.trust_remote_code",
     "lora": "lora.enabled",
     "data_format": "data.format",
     "train_on_prompt": "train.train_on_prompt",

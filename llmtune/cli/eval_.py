@@ -43,6 +43,8 @@ def evaluate(
         typer.Option("--output-dir", "-o", help="Folder to write (default: RUN_DIR/eval or runs/eval-NAME)."),
     ] = None,
     overwrite: o.Overwrite = None,
+    allow_pickle: o.AllowPickle = None,
+    trust_remote_code: o.TrustRemoteCode = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:

@@ -45,6 +45,8 @@ def finetune(
     gradient_checkpointing: o.GradientCheckpointing = None,
     overwrite: o.Overwrite = None,
     resume: o.Resume = None,
+    allow_pickle: o.AllowPickle = None,
+    trust_remote_code: o.TrustRemoteCode = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:

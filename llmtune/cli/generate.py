@@ -41,6 +41,8 @@ def generate(
     sample_seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Prompts per batch for --file (default 16).")] = None,
     recipe: o.Recipe = None,
+    allow_pickle: o.AllowPickle = None,
+    trust_remote_code: o.TrustRemoteCode = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
