@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune import __version__
-from llmtune.cli import data, eval_, export, finetune, generate, pretrain, recipes, report, tokenizer
+from llmtune.cli import data, eval_, export, finetune, generate, pretrain, quickstart, recipes, report, tokenizer
 from llmtune.cli._common import handle_errors
 
 app = typer.Typer(
@@ -25,7 +25,10 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(epilog=(
+    "Examples:\n\n  llmtune quickstart -o runs/demo   (the whole path on the builtin data, ~8 min on 2 CPU cores)\n\n"
+    "  llmtune recipes list\n\n  llmtune pretrain --recipe pretrain/llama-tiny -o runs/llama-tiny\n\n"
+    "Docs: docs/README.md. Shell completion: llmtune --install-completion."))
 def _root(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
@@ -39,6 +42,7 @@ def _root(
 
 def _register() -> None:
     app.add_typer(tokenizer.app, name="tokenizer", help="Train a tokenizer (BPE, WordPiece, Unigram, char) on your text.")
+    app.command("quickstart", help=quickstart.HELP, epilog=quickstart.EXAMPLES)(handle_errors(quickstart.quickstart))
     app.command("pretrain", help=pretrain.HELP, epilog=pretrain.EXAMPLES)(handle_errors(pretrain.pretrain))
     app.command("finetune", help=finetune.HELP, epilog=finetune.EXAMPLES)(handle_errors(finetune.finetune))
     app.command("eval", help=eval_.HELP, epilog=eval_.EXAMPLES)(handle_errors(eval_.evaluate))

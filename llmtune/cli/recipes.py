@@ -11,7 +11,8 @@ from llmtune.cli._common import handle_errors
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command("list", help="Table of recipes: name, command/task, description.")
+@app.command("list", help="Table of recipes: name, command/task, description.",
+             epilog="Examples:\n\n  llmtune recipes list\n\n  llmtune pretrain --recipe pretrain/llama-tiny -o runs/llama-tiny")
 @handle_errors
 def list_() -> None:
     from rich.console import Console
@@ -30,7 +31,8 @@ def list_() -> None:
     typer.echo("Run one: llmtune <command> --recipe NAME   |   copy to edit: llmtune recipes copy NAME my.yaml")
 
 
-@app.command("show", help="Print a recipe's YAML (with the header showing the exact command).")
+@app.command("show", help="Print a recipe's YAML (with the header showing the exact command).",
+             epilog="Examples:\n\n  llmtune recipes show pretrain/llama-tiny\n\n  llmtune recipes show gpt2-tiny   (a short name)")
 @handle_errors
 def show(name: Annotated[str, typer.Argument(help="Recipe name, e.g. pretrain/gpt2-tiny.")]) -> None:
     from llmtune.config import find_recipe
@@ -38,7 +40,9 @@ def show(name: Annotated[str, typer.Argument(help="Recipe name, e.g. pretrain/gp
     typer.echo(find_recipe(name).read_text(encoding="utf-8"), nl=False)
 
 
-@app.command("copy", help="Copy a recipe to DEST to edit it (refuses to overwrite without --force).")
+@app.command("copy", help="Copy a recipe to DEST to edit it (refuses to overwrite without --force).",
+             epilog="Examples:\n\n  llmtune recipes copy pretrain/llama-tiny my-llama.yaml\n\n"
+             "  llmtune pretrain --recipe my-llama.yaml -o runs/mine   (run the edited copy)")
 @handle_errors
 def copy(
     name: Annotated[str, typer.Argument(help="Recipe name, e.g. pretrain/gpt2-tiny.")],
