@@ -36,9 +36,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
 
-# Benchmarks against in-process baselines (~15 min on 2 cores); not part of `make test`. See bench/run_all.py.
+# Benchmarks against in-process baselines at small default sizes (~19 min on 2 quiet cores); not part of
+# `make test`. BENCH_ARGS=--full for every benchmark's full size (~1.5 h), --quick for a smoke test.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

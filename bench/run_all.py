@@ -3,10 +3,14 @@
 A benchmark is any ``bench/*.py`` module (other than this one, ``common`` and ``_helpers``) that
 defines ``run(quick: bool) -> list[Row]``, so a new benchmark needs no registration here.
 
-    .venv/bin/python bench/run_all.py                 # everything (~15 min on 2 cores)
+    .venv/bin/python bench/run_all.py                 # small default sizes (~19 min on 2 quiet cores; `make bench`)
+    .venv/bin/python bench/run_all.py --full          # each benchmark's own full size (~1.5 h)
     .venv/bin/python bench/run_all.py --quick         # smoke test of every benchmark (~4 min)
     .venv/bin/python bench/run_all.py --only startup  # some of them
     .venv/bin/python bench/run_all.py --strict        # exit 1 when a target is missed
+
+The default sizes come from ``SMALL`` below: the cheap benchmarks run at full size, the slow ones smaller
+(see bench/README.md for what each measures then and the time each takes).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any, Callable
 
 from common import BENCH_DIR, Row, exit_code, report, run_safely, say
 
@@ -22,6 +28,39 @@ NOT_BENCHMARKS = {"common", "run_all"}
 # Cheap ones first, so a broken setup shows within seconds; unlisted modules run after, by name.
 PREFERRED_ORDER = ("startup", "pretrain_throughput", "pretrain_quality", "classification", "generate", "eval",
                    "sft_stops")
+
+
+@dataclass(frozen=True)
+class Size:
+    """How ``run_all`` runs one benchmark by default.
+
+    Attributes:
+        quick: Passed as ``run(quick)``.
+        kwargs: Extra keyword arguments of the module's ``run``.
+        constants: Module constants replaced for the run (restored after); a callable value gets the
+            module and returns the value (for the module's own dataclasses).
+    """
+
+    quick: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)
+
+
+# `make bench` sizes: ~19 min in all on 2 quiet cores (estimates from the run dirs' wall_seconds); modules
+# not listed run at full size: startup ~0.3 min, generate ~2 min, eval ~1.5 min.
+SMALL: dict[str, Size] = {
+    # 2 alternating repeats x 16 timed steps instead of 5 (~1.3 min instead of ~3.3).
+    "pretrain_throughput": Size(constants={"FULL": lambda m: m.Plan(repeats=2, steps=16)}),
+    # llmtune's 240 s run only (~4.2 min): the target (<= 2.45 bits/char) is absolute; --full adds the
+    # char-level baseline for another 240 s.
+    "pretrain_quality": Size(kwargs={"with_baseline": False}),
+    # 640 training rows, 1 seed, one 10-step throughput pair (~4 min; full: 6,000 rows x 3 seeds, ~40 min).
+    "classification": Size(quick=True),
+    # 100 questions, one epoch each way (~3 min; full: 1,500 questions, ~30 min: the baseline pads to 384).
+    "qa": Size(quick=True, constants={"QUICK_ROWS": 100}),
+    # The tiny Llama pre-trained 60 s instead of 90 s before SFT (~2.5 min).
+    "sft_stops": Size(constants={"PRETRAIN_BUDGET": "60s"}),
+}
 
 
 def discover() -> dict[str, ModuleType]:
@@ -33,10 +72,30 @@ def discover() -> dict[str, ModuleType]:
     return {name: module for name, module in modules.items() if callable(getattr(module, "run", None))}
 
 
+def sized_run(module: ModuleType, size: Size) -> Callable[[], list[Row]]:
+    """``module.run`` at ``size``, with its constants swapped in for the call only."""
+
+    def call() -> list[Row]:
+        missing = [name for name in size.constants if not hasattr(module, name)]
+        if missing:  # a renamed constant must not silently run the full size
+            raise AttributeError(f"run_all.SMALL names {', '.join(missing)}, which {module.__name__} lacks")
+        saved = {name: getattr(module, name) for name in size.constants}
+        try:
+            for name, value in size.constants.items():
+                setattr(module, name, value(module) if callable(value) else value)
+            return module.run(size.quick, **size.kwargs)
+        finally:
+            for name, value in saved.items():
+                setattr(module, name, value)
+
+    return call
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run llmtune's benchmarks and print one table.")
-    parser.add_argument("--quick", action="store_true",
-                        help="short runs: checks that everything works, not a measurement")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="short runs: checks that everything works, not a measurement")
+    mode.add_argument("--full", action="store_true", help="every benchmark at its own full size (~1.5 h on 2 cores)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmark modules")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any target is missed")
     args = parser.parse_args()
@@ -48,8 +107,10 @@ def main() -> int:
     for name, module in modules.items():
         if args.only and name not in args.only:
             continue
-        say(f"running {name}{' (quick)' if args.quick else ''}")
-        rows += run_safely(name, lambda m=module: m.run(args.quick))
+        size = Size(quick=True) if args.quick else Size() if args.full else SMALL.get(name, Size())
+        label = "quick" if args.quick else "full" if args.full or name not in SMALL else "small"
+        say(f"running {name} ({label})")
+        rows += run_safely(name, sized_run(module, size))
     report(rows, quick=args.quick)
     return exit_code(rows, args.strict)
 

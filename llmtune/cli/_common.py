@@ -105,6 +105,30 @@ def resolve_config(command: str, params: dict[str, Any]) -> Any:
     return cfg
 
 
+def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any]) -> None:
+    """What a training command does with its parameters: resolve the config, then dry-run, re-launch
+    on several processes (``--num-processes``/``--accelerate-config``) or ``run`` here and summarise.
+
+    The precision is checked before anything is launched, so ``--precision bf16`` on a CPU fails in one
+    line instead of in every child process.
+    """
+    from llmtune.modeling import resolve_precision
+
+    cfg = resolve_config(command, params)
+    resolve_precision(cfg.train.precision)
+    processes, accelerate_config = params.get("num_processes"), params.get("accelerate_config")
+    if params.get("dry_run"):
+        from llmtune.runs.dryrun import dry_run
+
+        dry_run(cfg, world_size=processes)
+        return
+    if accelerate_config or (processes is not None and processes != 1):
+        from llmtune.launch import relaunch
+
+        raise typer.Exit(relaunch(sys.argv[1:], processes, accelerate_config))
+    print_summary(command, run(cfg))
+
+
 _SUMMARY_KEYS = (
     "eval_loss", "eval_perplexity", "eval_bits_per_char", "eval_bits_per_byte", "eval_accuracy", "eval_f1_macro", "eval_exact_match", "eval_f1",
     "train_loss", "train_tokens_per_second", "train_samples_per_second", "mfu", "peak_memory_bytes", "wall_seconds",
@@ -112,9 +136,14 @@ _SUMMARY_KEYS = (
 
 
 def print_summary(command: str, result: Any) -> None:
-    """A short table of the key metrics and where the outputs are."""
+    """A short table of the key metrics and where the outputs are (printed by the main process only)."""
     from rich.console import Console
     from rich.table import Table
+
+    from llmtune.runs.common import is_main_process
+
+    if not is_main_process():
+        return
 
     table = Table(title=f"llmtune {command}: done", show_header=False)
     for key in _SUMMARY_KEYS:

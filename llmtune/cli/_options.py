@@ -89,6 +89,40 @@ GradientCheckpointing = Annotated[
     typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, slower steps."),
 ]
 
+class PrecisionChoice(str, Enum):
+    """Training precisions (``train.precision``)."""
+
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+Precision = Annotated[
+    Optional[PrecisionChoice],
+    typer.Option("--precision", help="auto = bf16 on GPUs that support it, fp32 on CPU; bf16/fp16 need a GPU."),
+]
+Compile = Annotated[
+    Optional[bool], typer.Option("--compile", help="torch.compile the model (faster GPU steps; no gain on CPU).")
+]
+AutoFindBatchSize = Annotated[
+    Optional[bool],
+    typer.Option("--auto-find-batch-size", help="On out-of-memory, halve the per-device batch size and retry."),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Check config, data and model; print parameters, memory and time estimates; "
+                                   "exit without training."),
+]
+NumProcesses = Annotated[
+    Optional[int],
+    typer.Option("--num-processes", help="Re-launch on N processes (GPUs, or CPU processes) via `accelerate launch`."),
+]
+AccelerateConfig = Annotated[
+    Optional[str],
+    typer.Option("--accelerate-config", help="Accelerate config file to launch with, or a shipped example: fsdp, deepspeed-zero2."),
+]
+
 # Flag parameter name -> dotted config path. Commands pass their locals() through
 # ``_common.resolve_config`` which uses this table, so a flag is wired in exactly one place.
 FLAG_PATHS: dict[str, str] = {
@@ -122,6 +156,9 @@ FLAG_PATHS: dict[str, str] = {
     "train_on_prompt": "train.train_on_prompt",
     "packing": "train.packing",
     "gradient_checkpointing": "train.gradient_checkpointing",
+    "precision": "train.precision",
+    "compile": "train.compile",
+    "auto_find_batch_size": "train.auto_find_batch_size",
     "tok_type": "tokenizer.type",
     "vocab_size": "tokenizer.vocab_size",
     "min_frequency": "tokenizer.min_frequency",

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune.cli import _options as o
-from llmtune.cli._common import print_summary, resolve_config
+from llmtune.cli._common import train_command
 
 HELP = "Fine-tune a pretrained model for classification, extractive QA or generation (full or LoRA)."
 EXAMPLES = (
@@ -14,7 +14,8 @@ EXAMPLES = (
     "  llmtune finetune --recipe classification/tiny-cpu --set train.lr=3e-5\n\n"
     "  llmtune finetune -t classification -m bert-base-uncased -d reviews.csv --label-column stars --lora -o runs/lora"
     "\n\n  llmtune finetune -t generation -m runs/llama-tiny -d builtin:instructions -o runs/sft  (alpaca; "
-    "--format chat|prompt_completion|text)"
+    "--format chat|prompt_completion|text)\n\n"
+    "  llmtune finetune -t classification -m bert-base-uncased -d reviews.csv --dry-run   (memory and time estimate)"
 )
 
 
@@ -42,15 +43,20 @@ def finetune(
     data_format: o.Format = None,
     train_on_prompt: o.TrainOnPrompt = None,
     packing: o.Packing = None,
+    precision: o.Precision = None,
     gradient_checkpointing: o.GradientCheckpointing = None,
+    compile: o.Compile = None,
+    auto_find_batch_size: o.AutoFindBatchSize = None,
+    num_processes: o.NumProcesses = None,
+    accelerate_config: o.AccelerateConfig = None,
     overwrite: o.Overwrite = None,
     resume: o.Resume = None,
     allow_pickle: o.AllowPickle = None,
     trust_remote_code: o.TrustRemoteCode = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
+    dry_run: o.DryRun = False,
 ) -> None:
     from llmtune.runs.finetune import run
 
-    cfg = resolve_config("finetune", locals())
-    print_summary("finetune", run(cfg))
+    train_command("finetune", locals(), run)

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune.cli import _options as o
-from llmtune.cli._common import print_summary, resolve_config
+from llmtune.cli._common import train_command
 
 HELP = "Pre-train a language model from scratch (causal LM: gpt2/llama; masked LM: bert)."
 EXAMPLES = (
@@ -13,6 +13,8 @@ EXAMPLES = (
     "  llmtune pretrain --recipe pretrain/gpt2-tiny --output-dir runs/gpt2-tiny\n\n"
     "  llmtune pretrain --dataset train.txt --eval-dataset val.txt --time-budget 4m -o runs/mine\n\n"
     "  llmtune pretrain --recipe pretrain/gpt2-tiny -o runs/gpt2-tiny --resume last   (continue after a crash)\n\n"
+    "  llmtune pretrain --recipe pretrain/llama-small --dataset train.txt --dry-run   (parameters, memory, time)\n\n"
+    "  llmtune pretrain --recipe pretrain/llama-small --dataset train.txt --num-processes 4   (accelerate launch)\n\n"
     "Each evaluation reports loss, perplexity and bits per char/byte; causal LMs also print a sample "
     "continuation (kept in RUN_DIR/samples.jsonl)."
 )
@@ -35,12 +37,18 @@ def pretrain(
     lr: o.Lr = None,
     batch_size: o.BatchSize = None,
     seed: o.Seed = None,
+    precision: o.Precision = None,
+    gradient_checkpointing: o.GradientCheckpointing = None,
+    compile: o.Compile = None,
+    auto_find_batch_size: o.AutoFindBatchSize = None,
+    num_processes: o.NumProcesses = None,
+    accelerate_config: o.AccelerateConfig = None,
     overwrite: o.Overwrite = None,
     resume: o.Resume = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
+    dry_run: o.DryRun = False,
 ) -> None:
     from llmtune.runs.pretrain import run
 
-    cfg = resolve_config("pretrain", locals())
-    print_summary("pretrain", run(cfg))
+    train_command("pretrain", locals(), run)

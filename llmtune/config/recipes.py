@@ -26,10 +26,15 @@ class RecipeEntry:
     path: Path
 
 
+# Folders of recipes/ that hold other tools' files: accelerate/ has Accelerate configs for --accelerate-config.
+NOT_RECIPES = frozenset({"accelerate"})
+
+
 def list_recipes() -> list[RecipeEntry]:
     """All shipped recipes, sorted by name."""
     root = recipes_dir()
-    files = sorted(p for p in root.rglob("*.yaml") if p.is_file())
+    files = sorted(p for p in root.rglob("*.yaml")
+                   if p.is_file() and p.relative_to(root).parts[0] not in NOT_RECIPES)
     return [RecipeEntry(p.relative_to(root).with_suffix("").as_posix(), p) for p in files]
 
 

@@ -134,8 +134,18 @@ class TrainConfig(_Section):
     save_steps: Optional[int] = Field(None, gt=0, description="Checkpoint every N steps (default: each epoch).")
     save_total_limit: int = Field(2, gt=0, description="Keep at most this many checkpoints.")
     logging_steps: int = Field(10, gt=0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it (else fp16), fp32 on CPU; bf16/fp16 need a GPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less activation memory, slower steps."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (TrainingArguments.torch_compile); pays off on GPUs, not on CPU."
+    )
+    auto_find_batch_size: bool = Field(
+        False, description="On out-of-memory, halve the per-device batch size and retry (needs accelerate)."
+    )
     freeze_embeddings: bool = Field(
         False, description="Finetune: keep the input token embeddings fixed (faster steps on small models)."
     )

@@ -108,6 +108,8 @@ def training_arguments(
         use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu,
         **_checkpointing_argument(t.gradient_checkpointing),
+        torch_compile=t.compile,
+        auto_find_batch_size=t.auto_find_batch_size,
         ddp_find_unused_parameters=False,
         report_to=[],
         disable_tqdm=True,
@@ -185,6 +187,7 @@ def build_trainer(
         callbacks.append(TimeBudgetCallback(time_budget_s))
     if args.load_best_model_at_end and cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    declare_loss_normalisation(inputs.model)
     trainer_cls = _trainer_class()
     trainer = trainer_cls(
         model=inputs.model,
@@ -204,6 +207,29 @@ def build_trainer(
     trainer.new_parameter_lr = (inputs.new_parameters, cfg.train.head_lr_multiplier)
     replace_default_progress(trainer, ProgressCallback(inputs.tokens_per_step))
     return trainer, throughput
+
+
+def declare_loss_normalisation(model: Any) -> bool:
+    """Tell the Trainer whether ``model``'s loss divides by ``num_items_in_batch``; return the answer.
+
+    The Trainer assumes so for every model whose forward takes ``**kwargs`` and then neither divides the
+    loss by the gradient-accumulation steps nor leaves it alone across processes (it multiplies it by the
+    process count, expecting a division by the global item count). Sequence-classification and QA losses
+    are plain batch means, so their loss and gradients came out N times too large on N processes (and
+    grad_accum times on one). Models that say ``accepts_loss_kwargs`` themselves are left as they are.
+    """
+    import inspect
+
+    from transformers.loss.loss_utils import LOSS_MAPPING
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    if "accepts_loss_kwargs" in vars(type(base)) or "accepts_loss_kwargs" in vars(base):
+        return bool(base.accepts_loss_kwargs)
+    loss = getattr(base, "_loss_function", None) or LOSS_MAPPING.get(getattr(base, "loss_type", None) or "")
+    counts = loss is None or "num_items_in_batch" in inspect.signature(loss).parameters  # unknown: Trainer's guess
+    if not counts:
+        base.accepts_loss_kwargs = False
+    return counts
 
 
 def _trainer_class() -> type:
@@ -267,7 +293,10 @@ def _trainer_class() -> type:
                 return super()._get_train_sampler(train_dataset)
             from llmtune.engine.sampling import LengthBucketSampler
 
-            return LengthBucketSampler(dataset["length"], self.args.per_device_train_batch_size)
+            # Buckets span the global batch, which Accelerate then deals out across processes, so N
+            # processes see the same batches as one process with an N-times larger batch.
+            global_batch = self.args.per_device_train_batch_size * max(1, self.args.world_size)
+            return LengthBucketSampler(dataset["length"], global_batch)
 
         def create_optimizer(self, model: Any = None) -> Any:
             optimizer = super().create_optimizer(model)
