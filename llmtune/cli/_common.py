@@ -56,6 +56,9 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:  # training turns the first Ctrl-C into a checkpoint (engine/reliability.py)
+            fail("interrupted; a training run that saved a checkpoint continues with the same command and "
+                 "--resume last", 130)
         except LlmtuneError as exc:
             if debug_enabled():
                 traceback.print_exc(file=sys.stderr)

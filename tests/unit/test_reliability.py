@@ -142,3 +142,18 @@ def test_first_signal_stops_after_the_step_second_quits(monkeypatch):
     assert error.exit_code == 130
     assert str(error) == ("training interrupted (SIGTERM) at step 4; no checkpoint was saved; "
                           "resume with: llmtune pretrain -o runs/x --resume last")
+
+
+def test_ctrl_c_outside_training_exits_130_in_one_line(capsys):
+    import typer
+
+    from llmtune.cli._common import handle_errors
+
+    @handle_errors
+    def command():
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 130
+    assert capsys.readouterr().err.strip().startswith("error: interrupted; a training run that saved a checkpoint")
