@@ -36,6 +36,8 @@ def _files(root):
     done.mkdir()
     (done / "run_complete.json").write_text("{}")
     (root / "notamodel").mkdir()
+    (root / "crashed" / "checkpoint-3").mkdir(parents=True)  # killed while saving: no completion marker
+    (root / "crashed" / "config.yaml").write_text("command: pretrain\n")
     return root
 
 
@@ -137,6 +139,11 @@ CASES = [
     ("tokenizer larger than the model's vocabulary",
      [*CLS, "--model", "{models}/bert", "--dataset", "{root}/four.csv", "--set", "model.tokenizer={models}/bigtok",
       "-o", "{root}/r5"], ["vocabulary", "tokenizer"]),
+    # resume
+    ("--resume last without a good checkpoint", [*PRE, "-o", "{root}/crashed", "--resume", "last"],
+     ["no intact checkpoint", "checkpoint"]),
+    ("--resume from an incomplete checkpoint", [*PRE, "-o", "{root}/r6", "--resume", "{root}/crashed/checkpoint-3"],
+     ["cannot resume from", "not completely written"]),
     ("report on a folder without metrics", ["report", "{root}/notamodel"], ["metrics"]),
 ]
 
