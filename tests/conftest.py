@@ -37,3 +37,12 @@ def cli():
         return runner.invoke(app, list(args), input=input)
 
     return invoke
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many bad-input cases passed (tests/cli/test_bad_inputs.py), also under pytest-xdist."""
+    passed = [r for r in terminalreporter.stats.get("passed", [])
+              if r.when == "call" and "test_bad_input_one_line_exit_2[" in r.nodeid]
+    if passed:
+        terminalreporter.write_line(f"bad-input suite: {len(passed)} cases, each exit 2 with one line, no traceback "
+                                    "and no run dir marked complete")
