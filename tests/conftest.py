@@ -40,9 +40,12 @@ def cli():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Say how many bad-input cases passed (tests/cli/test_bad_inputs.py), also under pytest-xdist."""
-    passed = [r for r in terminalreporter.stats.get("passed", [])
-              if r.when == "call" and "test_bad_input_one_line_exit_2[" in r.nodeid]
-    if passed:
-        terminalreporter.write_line(f"bad-input suite: {len(passed)} cases, each exit 2 with one line, no traceback "
-                                    "and no run dir marked complete")
+    """Say how many table-driven bad-input cases passed (``test_bad_input_one_line_exit_2``), also under xdist."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("passed", []):
+        if report.when == "call" and "::test_bad_input_one_line_exit_2[" in report.nodeid:
+            path = report.nodeid.split("::")[0]
+            counts[path] = counts.get(path, 0) + 1
+    if counts:
+        where = ", ".join(f"{path} {n}" for path, n in sorted(counts.items()))
+        terminalreporter.write_line(f"bad-input cases passed: {sum(counts.values())} ({where}), each exit 2 in one line")
