@@ -59,6 +59,7 @@ def test_pretrain_two_processes_match_one(cli, text_files, tmp_path):  # noqa: F
     assert abs(eval_one["eval_loss"] - eval_two["eval_loss"]) < TOLERANCE
 
 
+@pytest.mark.slow  # ~45 s on 2 busy cores (two more process launches); `make test-all` runs it
 def test_classification_two_processes_match_one(cli, tiny_bert, tmp_path):  # noqa: F811 (fixture)
     _write_csv(tmp_path / "train.csv", _rows(120, seed=1))
     _write_csv(tmp_path / "val.csv", _rows(61, seed=2))  # odd: one rank gets a padded batch, gathered once
