@@ -157,8 +157,8 @@ def lm_stage(qs: Quickstart) -> StageResult:
     pretrain.run(cfg)
     m = evaluate.run(qs.config("eval", None, out / "eval", train=False, model__name_or_path=str(out),
                                data__dataset="builtin:text", task="lm")).metrics
-    first = first_logged(out, "eval_bits_per_char")
-    falling = f" (first eval {first:.2f})" if first is not None else ""
+    evals = logged(out, "eval_bits_per_char")
+    falling = f" (first eval {evals[0]:.2f})" if len(evals) > 1 else ""
     uniform = math.log2(qs.vocab_size) * m["eval_tokens"] / m["eval_chars"] if qs.vocab_size else float("nan")
     return StageResult("pre-train causal LM (Llama)", f"{m['eval_bits_per_char']:.2f} bits/char{falling}",
                        f"{uniform:.2f} bits/char (uniform guess)", 0.0, str(out))
@@ -186,9 +186,11 @@ def mlm_stage(qs: Quickstart) -> StageResult:
     from llmtune.runs import pretrain
 
     out = qs.dir("bert-tiny")
-    m = pretrain.run(qs.config("pretrain", MLM_RECIPE, out, train__time_budget=qs.opts.mlm_budget)).metrics
-    first = first_logged(out, "eval_loss")
-    falling = f" (first eval {math.exp(first):,.1f})" if first is not None else ""
+    # The recipe trains one epoch (~40 steps); many epochs let the time budget, not the data, decide when to stop.
+    m = pretrain.run(qs.config("pretrain", MLM_RECIPE, out, train__time_budget=qs.opts.mlm_budget,
+                               train__epochs=20)).metrics
+    evals = logged(out, "eval_loss")
+    falling = f" (first eval {math.exp(evals[0]):,.1f})" if len(evals) > 1 else ""
     vocab = json.loads((out / "config.json").read_text(encoding="utf-8")).get("vocab_size")
     return StageResult("pre-train masked LM (BERT)",
                        f"masked-token perplexity {math.exp(m['eval_loss']):,.1f}{falling}",
@@ -257,16 +259,13 @@ STAGES: list[tuple[str, Callable[[Quickstart], StageResult]]] = [
 # --------------------------------------------------------------------------------------------------
 
 
-def first_logged(run_dir: Path, key: str) -> Optional[float]:
-    """The first value of ``key`` in a run's ``logs/metrics.jsonl`` (None when never logged)."""
+def logged(run_dir: Path, key: str) -> list[float]:
+    """Every value of ``key`` in a run's ``logs/metrics.jsonl``, in order (empty when never logged)."""
     path = run_dir / "logs" / "metrics.jsonl"
     if not path.is_file():
-        return None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        value = json.loads(line).get(key) if line.strip() else None
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
 
 
 def label_baselines(metrics: dict[str, Any]) -> tuple[float, float]:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from llmtune.data.builtin import builtin_dir
-from llmtune.runs.quickstart import STAGES, first_logged, label_baselines
+from llmtune.runs.quickstart import STAGES, label_baselines, logged
 
 ROWS = 24  # training and evaluation rows per stage
 
@@ -74,8 +74,9 @@ def test_label_baselines_from_supports():
     assert all(v != v for v in label_baselines({}))  # NaN when nothing is known
 
 
-def test_first_logged(tmp_path):
+def test_logged(tmp_path):
+    assert logged(tmp_path, "eval_loss") == []  # no logs
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "metrics.jsonl").write_text('{"loss": 3}\n\n{"eval_loss": 2.5}\n{"eval_loss": 1.0}\n')
-    assert first_logged(tmp_path, "eval_loss") == 2.5
-    assert first_logged(tmp_path, "missing") is None
+    assert logged(tmp_path, "eval_loss") == [2.5, 1.0]
+    assert logged(tmp_path, "missing") == []
