@@ -197,15 +197,20 @@ def mlm_stage(qs: Quickstart) -> StageResult:
                        f"{vocab:,} (uniform guess)" if vocab else "-", 0.0, str(out))
 
 
-def classification_stage(qs: Quickstart) -> StageResult:
-    """Fine-tune a sentiment classifier from the tiny BERT and ``llmtune eval`` it."""
+def encoder_stage(qs: Quickstart, recipe: str, name: str, dataset: str) -> tuple[Path, dict[str, Any]]:
+    """Fine-tune the tiny BERT with ``recipe`` into ``DIR/name``, then ``llmtune eval`` it on ``dataset``."""
     from llmtune.runs import evaluate, finetune
 
-    out = qs.dir("classifier")
-    finetune.run(qs.config("finetune", CLS_RECIPE, out, model__name_or_path=str(qs.dir("bert-tiny")),
+    out = qs.dir(name)
+    finetune.run(qs.config("finetune", recipe, out, model__name_or_path=str(qs.dir("bert-tiny")),
                            train__time_budget=qs.opts.finetune_budget))
-    m = evaluate.run(qs.config("eval", None, out / "eval", train=False, model__name_or_path=str(out),
-                               data__dataset="builtin:classification")).metrics
+    return out, evaluate.run(qs.config("eval", None, out / "eval", train=False, model__name_or_path=str(out),
+                                       data__dataset=dataset)).metrics
+
+
+def classification_stage(qs: Quickstart) -> StageResult:
+    """A sentiment classifier from the tiny BERT, evaluated with chance and majority-class baselines."""
+    out, m = encoder_stage(qs, CLS_RECIPE, "classifier", "builtin:classification")
     chance, majority = label_baselines(m)
     return StageResult("classifier (reviews)", f"accuracy {100 * m['eval_accuracy']:.1f} %, "
                        f"macro F1 {m['eval_f1_macro']:.2f}",
@@ -213,14 +218,8 @@ def classification_stage(qs: Quickstart) -> StageResult:
 
 
 def qa_stage(qs: Quickstart) -> StageResult:
-    """Fine-tune extractive QA from the tiny BERT and ``llmtune eval`` it."""
-    from llmtune.runs import evaluate, finetune
-
-    out = qs.dir("qa")
-    finetune.run(qs.config("finetune", QA_RECIPE, out, model__name_or_path=str(qs.dir("bert-tiny")),
-                           train__time_budget=qs.opts.finetune_budget))
-    m = evaluate.run(qs.config("eval", None, out / "eval", train=False, model__name_or_path=str(out),
-                               data__dataset="builtin:qa")).metrics
+    """Extractive QA from the tiny BERT, evaluated with SQuAD exact match and F1."""
+    out, m = encoder_stage(qs, QA_RECIPE, "qa", "builtin:qa")
     return StageResult("extractive QA", f"exact match {m['eval_exact_match']:.1f}, F1 {m['eval_f1']:.1f} (of 100)",
                        "-", 0.0, str(out))
 
