@@ -287,6 +287,15 @@ def _trainer_class() -> type:
                 rotate_checkpoints(run_dir, save_total_limit=limit, use_mtime=True,
                                    best_model_checkpoint=self.state.best_model_checkpoint)
 
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            # transformers 5 also length-groups evaluation batches under group_by_length, which reorders
+            # predictions; QA post-processing pairs them with features by position, so keep data order.
+            if eval_dataset is None or self.args.world_size > 1:
+                return None
+            import torch
+
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length" or "length" not in getattr(dataset, "column_names", ()):
