@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, TextIO
 
 from transformers import TrainerCallback
 
-from llmtune.decoding import stop_ids  # re-exported: callers import it from here too
+from llmtune.decoding import context_length, stop_ids  # stop_ids re-exported: callers import it from here too
 
 SAMPLES_FILE = "samples.jsonl"
 """Where a run dir keeps its sample generations, relative to the run dir."""
@@ -59,7 +59,7 @@ def sample_prompt(input_ids: Sequence[int], tokenizer: Any, n_tokens: int = PROM
 
 def max_new_tokens(config: Any, prompt_len: int, wanted: int = NEW_TOKENS) -> int:
     """Cap ``wanted`` so prompt + completion fit the model's positions (past them generation crashes)."""
-    positions = getattr(config, "max_position_embeddings", None)
+    positions = context_length(config)
     if not positions:
         return wanted
     return max(0, min(wanted, positions - prompt_len))

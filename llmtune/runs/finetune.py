@@ -237,9 +237,9 @@ def _tokenizer(cfg: RunConfig, model_path: str) -> Any:
 
 def _max_length(requested: int, config: Any, tokenizer: Any) -> int:
     """``train.max_length`` capped at what the model can take (its positions, the tokenizer's limit)."""
-    limits = [n for n in (getattr(config, "max_position_embeddings", None), tokenizer.model_max_length)
-              if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers without a limit report ~1e30
-    limit = min(limits, default=requested)
+    from llmtune.decoding import context_length
+
+    limit = context_length(config, tokenizer) or requested
     if requested > limit:
         log(f"train.max_length {requested} is more than the model's {limit} positions: truncating at {limit}")
     return min(requested, limit)
