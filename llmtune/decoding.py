@@ -296,9 +296,9 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
     if check_prompts:
         check_prompt_lengths(tokenizer, check_prompts, context_length(config, tokenizer))
     device, dtype = _device_and_dtype(cfg.train.precision)
-    from llmtune.runs.finetune import _quiet_transformers  # one way to hide load tables and progress bars
+    from llmtune.runs.finetune import quiet_transformers  # one way to hide load tables and progress bars
 
-    with _quiet_transformers():
+    with quiet_transformers():
         model = load_pretrained(model_path, "AutoModelForCausalLM", allow_pickle=cfg.model.allow_pickle,
                                 dtype=dtype, **options)
         if adapter is not None:
@@ -332,10 +332,10 @@ def split_adapter(name: str) -> tuple[str, Optional[Path]]:
 
 def check_weights(model_path: str) -> None:
     """Raise ModelError when a local model folder holds no weight files."""
-    from llmtune.modeling import _pickled_weights
+    from llmtune.modeling import pickled_weights
 
     folder = Path(model_path)
-    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not _pickled_weights(folder):
+    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not pickled_weights(folder):
         raise ModelError(f"{model_path} holds no model weights (model.safetensors); pass a folder written by "
                          "save_pretrained or a finished llmtune run dir")
 

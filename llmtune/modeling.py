@@ -227,7 +227,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def _pickled_weights(folder: Path) -> list[str]:
+def pickled_weights(folder: Path) -> list[str]:
     """Names of pickled weight files in ``folder`` when it has no safetensors alternative."""
     if any(folder.glob("*.safetensors")):
         return []
@@ -240,7 +240,7 @@ def _weights_kwargs(path: str, is_local: bool, allow_pickle: bool) -> dict[str, 
     if not is_local:
         return {} if allow_pickle else {"use_safetensors": True}
     folder = Path(path)
-    pickled = _pickled_weights(folder)
+    pickled = pickled_weights(folder)
     if pickled and not allow_pickle:
         raise ModelError(f"{path} holds pickled weights ({', '.join(pickled)}) that can run code when loaded; "
                          "pass --allow-pickle if you trust it, or convert to safetensors")

@@ -72,16 +72,16 @@ def load_task_data(cfg: DataConfig, columns: ColumnSpec, seed: int = 42) -> Task
     notes: list[str] = []
     source = load_source(cfg.dataset)
     train_where = describe(cfg.dataset, cfg.split)
-    train = _non_empty(select_split(source, cfg.split, cfg.dataset), train_where)
+    train = non_empty_rows(select_split(source, cfg.split, cfg.dataset), train_where)
     if cfg.max_samples is not None and len(train) > cfg.max_samples:
         train = train.select(range(cfg.max_samples))
         notes.append(f"max_samples: kept the first {cfg.max_samples} rows of {train_where}")
     validation, eval_where = _find_eval(cfg, source, notes)
 
     renames = requested_renames(cfg)
-    train = _map_columns(train, renames, columns, train_where, notes)
+    train = map_columns(train, renames, columns, train_where, notes)
     if validation is not None:
-        validation = _map_columns(_non_empty(validation, eval_where), renames, columns, eval_where, notes)
+        validation = map_columns(non_empty_rows(validation, eval_where), renames, columns, eval_where, notes)
     else:
         train, validation = _carve(train, cfg.eval_fraction, columns.stratify, seed, train_where, notes)
         eval_where = f"carved from {train_where}"
@@ -98,7 +98,7 @@ def describe(spec: str, split: str) -> str:
     return f"the '{split}' split of {spec}"
 
 
-def _non_empty(dataset: datasets.Dataset, where: str) -> datasets.Dataset:
+def non_empty_rows(dataset: datasets.Dataset, where: str) -> datasets.Dataset:
     if len(dataset) == 0:
         raise DataError(f"{where} has no rows; check the file (a header without rows?) or pass other data")
     return dataset
@@ -110,7 +110,7 @@ def _find_eval(
     """Evaluation split and its description, or (None, "") when one must be carved."""
     if cfg.eval_dataset:
         eval_source = load_source(cfg.eval_dataset)
-        split = cfg.eval_split or _default_eval_split(eval_source, cfg.eval_dataset)
+        split = cfg.eval_split or default_eval_split(eval_source, cfg.eval_dataset)
         return select_split(eval_source, split, cfg.eval_dataset, "--eval-split"), describe(cfg.eval_dataset, split)
     if cfg.eval_split:
         if cfg.eval_split == cfg.split:
@@ -123,7 +123,7 @@ def _find_eval(
     return None, ""
 
 
-def _default_eval_split(source: datasets.DatasetDict, spec: str) -> str:
+def default_eval_split(source: datasets.DatasetDict, spec: str) -> str:
     for split in (*EVAL_SPLITS, "train"):
         if split in source:
             return split
@@ -132,7 +132,7 @@ def _default_eval_split(source: datasets.DatasetDict, spec: str) -> str:
     raise DataError(f"cannot tell which split of {spec} to evaluate on ({', '.join(source)}); pass --eval-split NAME")
 
 
-def _map_columns(
+def map_columns(
     dataset: datasets.Dataset, renames: dict[str, tuple[str, str]], columns: ColumnSpec, where: str,
     notes: list[str],
 ) -> datasets.Dataset:

@@ -36,6 +36,34 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def world_size() -> int:
+    """Processes in this run (``WORLD_SIZE`` set by accelerate launch / torchrun; 1 otherwise)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first; the other ranks wait for it, then run the block themselves.
+
+    Wrap data preparation in it: rank 0 tokenizes and writes the datasets cache (and a trained tokenizer),
+    the others then load those instead of computing them again at the same time. One process: no-op.
+    If rank 0 fails inside the block, the launcher stops the waiting ranks.
+    """
+    if world_size() <= 1:
+        yield
+        return
+    import os
+
+    from accelerate import PartialState
+
+    # The same state the Trainer sets up later (accelerate launch sets ACCELERATE_USE_CPU for gloo on CPUs).
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    with PartialState(cpu=cpu).main_process_first():
+        yield
+
+
 def start_run(cfg: RunConfig, default_name: str) -> Path:
     """Prepare the run dir and record the resolved config and environment."""
     from llmtune.config import dump_config

@@ -241,12 +241,12 @@ def _finetune_plan(cfg: RunConfig) -> _Plan:
     model_path = resolve_model_path(cfg.model.name_or_path)
     data = load_task_data(cfg.data, task.columns, seed=cfg.train.seed)
     config = load_pretrained(model_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
-    tokenizer = ft._tokenizer(cfg, model_path)
+    tokenizer = ft.model_tokenizer(cfg, model_path)
     task.check_tokenizer(tokenizer)
-    max_length = ft._max_length(cfg.train.max_length, config, tokenizer)
+    max_length = ft.capped_max_length(cfg.train.max_length, config, tokenizer)
     with datasets_progress(len(data.train) >= PROGRESS_ROWS):
         features = task.prepare(data, tokenizer, max_length)
-    ft._check_head(cfg, config, task.model_kwargs())
+    ft.check_head_size(cfg, config, task.model_kwargs())
     model = _meta_finetune_model(cfg, task, model_path, config)
     lengths = features.train["length"]
     n_eval = len(features.eval) if features.eval is not None else 0
@@ -269,11 +269,11 @@ def _meta_finetune_model(cfg: RunConfig, task: Any, model_path: str, config: Any
     with torch.device("meta"):
         model = getattr(transformers, task.auto_class).from_config(config, trust_remote_code=cfg.model.trust_remote_code)
         if cfg.train.freeze_embeddings and not cfg.lora.enabled:
-            ft._freeze_input_embeddings(model)
+            ft.freeze_input_embeddings(model)
         if cfg.train.freeze_layers and not cfg.lora.enabled:
             ft.freeze_lower_layers(model, cfg.train.freeze_layers)
         if cfg.lora.enabled:
-            model = ft._lora(cfg, model, _new_modules(model, model_path), task.auto_class)
+            model = ft.apply_lora(cfg, model, _new_modules(model, model_path), task.auto_class)
     return model
 
 

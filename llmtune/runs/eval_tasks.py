@@ -102,9 +102,9 @@ class ClassificationEval:
         Raises:
             DataError: Labels outside the model's classes (named, with their row counts).
         """
-        from llmtune.tasks.classification import _featurize, _usable, check_eval_labels
+        from llmtune.tasks.classification import check_eval_labels, drop_unusable, featurize_rows
 
-        rows = _usable(rows, where, self.notes)
+        rows = drop_unusable(rows, where, self.notes)
         labels = list(rows["label"])
         space = model_label_space(self.config, labels, rows.features.get("label"))
         check_eval_labels(space, labels, where)
@@ -112,7 +112,7 @@ class ClassificationEval:
         pairs = rows["text_pair"] if "text_pair" in rows.column_names else None
         self.inputs = [[t, p] for t, p in zip(rows["text"], pairs)] if pairs else list(rows["text"])
         self.references = [space.encode(v) for v in labels]
-        features, _ = _featurize(rows, tokenizer, max_length, space, "evaluation data", self.notes)
+        features, _ = featurize_rows(rows, tokenizer, max_length, space, "evaluation data", self.notes)
         self.features, self.order = longest_first(features, features["length"])
 
     def engine_parts(self, tokenizer: Any) -> dict[str, Any]:

@@ -26,7 +26,9 @@ from typing import Any, Optional
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, LlmtuneError, ModelError
 from llmtune.rundir import atomic_write_text
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, start_run
+from llmtune.runs.common import (
+    PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, main_process_first, start_run,
+)
 
 METRICS_FILE = "eval_metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -179,31 +181,31 @@ def load_eval_rows(cfg: RunConfig, columns: Any) -> tuple[Any, str, list[str]]:
         ``(rows, where, notes)``.
     """
     from llmtune.data.columns import requested_renames
-    from llmtune.data.loading import _default_eval_split, _map_columns, _non_empty, describe
+    from llmtune.data.loading import default_eval_split, describe, map_columns, non_empty_rows
     from llmtune.data.sources import load_source, select_split
 
     spec, notes = cfg.data.dataset, []
     source = load_source(spec)
-    split = cfg.data.eval_split or _default_eval_split(source, spec)
+    split = cfg.data.eval_split or default_eval_split(source, spec)
     where = describe(spec, split)
-    rows = _non_empty(select_split(source, split, spec, "--split"), where)
+    rows = non_empty_rows(select_split(source, split, spec, "--split"), where)
     cap = min(n for n in (cfg.data.max_samples, cfg.data.max_eval_samples, len(rows)) if n is not None)
     if cap < len(rows):
         notes.append(f"max_samples: evaluating the first {cap} of {len(rows)} rows of {where}")
         rows = rows.select(range(cap))
-    return _map_columns(rows, requested_renames(cfg.data), columns, where, notes), where, notes
+    return map_columns(rows, requested_renames(cfg.data), columns, where, notes), where, notes
 
 
 def _prepare(cfg: RunConfig, task: Any, info: ModelInfo) -> _Prepared:
     from llmtune.modeling import resolve_precision
-    from llmtune.runs.finetune import _max_length, _tokenizer
+    from llmtune.runs.finetune import capped_max_length, model_tokenizer
 
     precision = resolve_precision(cfg.train.precision)
-    tokenizer = _tokenizer(cfg, info.path)
+    tokenizer = model_tokenizer(cfg, info.path)
     task.check_tokenizer(tokenizer)
-    max_length = _max_length(cfg.train.max_length, info.config, tokenizer)
+    max_length = capped_max_length(cfg.train.max_length, info.config, tokenizer)
     rows, where, notes = load_eval_rows(cfg, task.columns)
-    with datasets_progress(len(rows) >= PROGRESS_ROWS):
+    with main_process_first(), datasets_progress(len(rows) >= PROGRESS_ROWS):
         task.prepare(rows, tokenizer, max_length, where)
     batch = cfg.train.eval_batch_size or cfg.train.batch_size
     notes += [*task.notes, f"{len(task.features):,} {_UNITS.get(task.name, 'examples')} of up to "
@@ -218,9 +220,9 @@ def _prepare(cfg: RunConfig, task: Any, info: ModelInfo) -> _Prepared:
 
 def _load_model(cfg: RunConfig, task: Any, info: ModelInfo, tokenizer: Any) -> Any:
     from llmtune.modeling import count_parameters, format_params, load_pretrained
-    from llmtune.runs.finetune import _quiet_transformers
+    from llmtune.runs.finetune import quiet_transformers
 
-    with _quiet_transformers():
+    with quiet_transformers():
         model, loading = load_pretrained(info.path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                                          allow_pickle=cfg.model.allow_pickle, output_loading_info=True)
     missing = sorted({str(k).rsplit(".", 1)[0] for k in loading.get("missing_keys", ())})

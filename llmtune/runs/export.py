@@ -137,7 +137,7 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     import torch
 
     from llmtune.modeling import load_pretrained
-    from llmtune.runs.finetune import _quiet_transformers  # no load table or progress bars
+    from llmtune.runs.finetune import quiet_transformers  # no load table or progress bars
 
     settings = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = base_model or settings.get("base_model_name_or_path")
@@ -146,13 +146,13 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     auto_class = _AUTO_CLASSES.get(str(settings.get("task_type")), "AutoModelForCausalLM")
     try:
         labels = _label_kwargs(adapter) if "Classification" in auto_class else {}
-        with _quiet_transformers():
+        with quiet_transformers():
             model = load_pretrained(base, auto_class, dtype=torch.float32, **labels)
     except ModelError as exc:
         raise ModelError(f"the adapters' base model {base} cannot be loaded ({exc}); pass it with --base-model") from exc
     target = _target_dtype(model.config, dtype)
     merged = _merge(model, adapter).to(target)
-    with _quiet_transformers():
+    with quiet_transformers():
         merged.save_pretrained(str(out))
     _save_tokenizer(adapter, base, out)
     run_dir = adapter.parent

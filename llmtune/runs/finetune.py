@@ -24,7 +24,9 @@ from typing import Any, Iterator, Optional, Protocol
 
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, LlmtuneError, ModelError, NotAvailableError
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, start_run
+from llmtune.runs.common import (
+    PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, main_process_first, start_run,
+)
 from llmtune.tasks.base import ColumnSpec
 
 
@@ -186,14 +188,14 @@ def _prepare(cfg: RunConfig, task: Any, model_path: str, checkpoint: Optional[st
     for note in data.notes:
         log(note)
     config = load_pretrained(model_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
-    tokenizer = _tokenizer(cfg, model_path)
+    tokenizer = model_tokenizer(cfg, model_path)
     task.check_tokenizer(tokenizer)
-    max_length = _max_length(cfg.train.max_length, config, tokenizer)
-    with datasets_progress(len(data.train) >= PROGRESS_ROWS):
-        features = task.prepare(data, tokenizer, max_length)
+    max_length = capped_max_length(cfg.train.max_length, config, tokenizer)
+    with main_process_first(), datasets_progress(len(data.train) >= PROGRESS_ROWS):
+        features = task.prepare(data, tokenizer, max_length)  # rank 0 writes the datasets cache, the others load it
     for note in features.notes:
         log(note)
-    _check_head(cfg, config, task.model_kwargs())
+    check_head_size(cfg, config, task.model_kwargs())
     model, new_parameters = _model(cfg, task, model_path, tokenizer, config)
     _check_vocab(cfg, model, tokenizer)
     if is_main_process():
@@ -212,7 +214,7 @@ def _check_vocab(cfg: RunConfig, model: Any, tokenizer: Any) -> None:
                          + (" (drop model.tokenizer)" if cfg.model.tokenizer else ""))
 
 
-def _tokenizer(cfg: RunConfig, model_path: str) -> Any:
+def model_tokenizer(cfg: RunConfig, model_path: str) -> Any:
     """The model's own tokenizer (or ``model.tokenizer``), with a padding token for batching."""
     from llmtune.tokenizer import TOKENIZER_FILES, load_tokenizer
 
@@ -235,7 +237,7 @@ def _tokenizer(cfg: RunConfig, model_path: str) -> Any:
     return tok
 
 
-def _max_length(requested: int, config: Any, tokenizer: Any) -> int:
+def capped_max_length(requested: int, config: Any, tokenizer: Any) -> int:
     """``train.max_length`` capped at what the model can take (its positions, the tokenizer's limit)."""
     from llmtune.decoding import context_length
 
@@ -245,7 +247,7 @@ def _max_length(requested: int, config: Any, tokenizer: Any) -> int:
     return min(requested, limit)
 
 
-def _check_head(cfg: RunConfig, config: Any, kwargs: dict[str, Any]) -> None:
+def check_head_size(cfg: RunConfig, config: Any, kwargs: dict[str, Any]) -> None:
     """Refuse, before loading weights, a trained classification head of the wrong size."""
     has_head = any(str(a).endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
     wanted = kwargs.get("num_labels")
@@ -273,7 +275,7 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
         kwargs["ignore_mismatched_sizes"] = True
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = load_pretrained(model_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                                           allow_pickle=cfg.model.allow_pickle, output_loading_info=True, **kwargs)
     except RuntimeError as exc:
@@ -299,15 +301,15 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
     if resized:
         log(f"re-initialised for a new shape: {', '.join(resized)}")
     if cfg.train.freeze_embeddings and not cfg.lora.enabled:
-        _freeze_input_embeddings(model)
+        freeze_input_embeddings(model)
     if cfg.train.freeze_layers and not cfg.lora.enabled:
         freeze_lower_layers(model, cfg.train.freeze_layers)
     if cfg.lora.enabled:
-        return _lora(cfg, model, new, task.auto_class), frozenset()
+        return apply_lora(cfg, model, new, task.auto_class), frozenset()
     return model, frozenset(str(k) for k in info.get("missing_keys", ()))
 
 
-def _freeze_input_embeddings(model: Any) -> None:
+def freeze_input_embeddings(model: Any) -> None:
     """Keep the token embedding matrix fixed: no gradient, optimizer state or clipping over the vocabulary."""
     from llmtune.modeling import format_params
 
@@ -357,7 +359,7 @@ class _DropLoadReport(logging.Filter):
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Hide transformers' load table and progress bars inside the block (restored after)."""
     from transformers.utils import logging as hf_logging
 
@@ -396,7 +398,7 @@ _PEFT_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelF
                     "AutoModelForCausalLM": "CAUSAL_LM"}
 
 
-def _lora(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: str) -> Any:
+def apply_lora(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: str) -> Any:
     """Wrap ``model`` in LoRA adapters; the head and newly initialised modules train in full."""
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -486,7 +488,7 @@ def _save(trainer: Any, p: _Prepared, run_dir: Path) -> None:
     if not is_main_process():
         return
     model = trainer.model
-    with _quiet_transformers():
+    with quiet_transformers():
         model.save_pretrained(str(run_dir / "adapter"))
         # A merged copy loads anywhere (AutoModel..., pipelines, llmtune eval) without peft.
         model.merge_and_unload().save_pretrained(str(run_dir))

@@ -18,7 +18,10 @@ from typing import Any, Callable, Optional
 
 from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
 from llmtune.errors import ConfigError, DataError, LlmtuneError
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, start_run
+from llmtune.runs.common import (
+    PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, main_process_first, start_run,
+    world_size,
+)
 
 _REFIT_HEADROOM = 2.0  # the real step time may be up to 2x better than the first estimate
 _REFIT_SKIP, _REFIT_MEASURE = 3, 20  # warm-up steps ignored, then steps measured before refitting
@@ -89,12 +92,13 @@ def _prepare(
     data = load_task_data(cfg.data, TASK_INFO[task.name].columns, seed=cfg.train.seed)
     for note in data.notes:
         log(note)
-    tokenizer = _tokenizer(cfg, data, masked=task.masked, run_dir=run_dir)
+    with main_process_first():  # rank 0 trains the tokenizer and packs; the others load both
+        tokenizer = _tokenizer(cfg, data, masked=task.masked, run_dir=run_dir)
+        train_blocks, eval_blocks = _pack(task, data, tokenizer, cfg.train.max_length)
     torch.manual_seed(cfg.train.seed)
     model = _model(cfg, arch, task, tokenizer)
     if is_main_process():
         check_disk_space(run_dir, *count_parameters(model))
-    train_blocks, eval_blocks = _pack(task, data, tokenizer, cfg.train.max_length)
     units = _units(eval_blocks if eval_blocks is not None else train_blocks, cfg.train.max_length, task.masked)
     n_eval = len(eval_blocks) if eval_blocks is not None else 0
     cfg, budget_left, budget_callbacks = _fit_budget(
@@ -111,6 +115,8 @@ def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Path) -> Any
         tok = load_tokenizer(cfg.model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
         log(f"tokenizer: {cfg.model.tokenizer} (vocab {len(tok)})")
         return tok
+    if not is_main_process() and (run_dir / "tokenizer.json").is_file():
+        return load_tokenizer(str(run_dir))  # rank 0 trained and saved it (main_process_first)
     if cfg.train.resume and (run_dir / "tokenizer.json").is_file():
         # The checkpoint's embeddings index this vocabulary: never retrain it, even if the data changed.
         tok = load_tokenizer(str(run_dir))
@@ -195,12 +201,8 @@ def _units(blocks: Any, block_size: int, masked: bool) -> dict[str, float]:
 
 
 
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1))
-
-
 def _planned_steps(cfg: RunConfig, n_blocks: int) -> int:
-    per_step = cfg.train.batch_size * cfg.train.grad_accum * _world_size()
+    per_step = cfg.train.batch_size * cfg.train.grad_accum * world_size()
     return cfg.train.max_steps or math.ceil(math.ceil(n_blocks / per_step) * cfg.train.epochs)
 
 
@@ -285,7 +287,7 @@ def _train(p: _Prepared, run_dir: Path, started: float) -> RunResult:
     from llmtune.engine.trainer import EngineInputs, build_trainer, final_evaluate
 
     cfg = p.cfg
-    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.train.max_length * _world_size()
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.train.max_length * world_size()
     inputs = EngineInputs(p.model, p.tokenizer, p.train_blocks, p.eval_blocks, p.task.collator(p.tokenizer),
                           tokens_per_step=tokens_per_step,
                           callbacks=[*_sample_callbacks(p, run_dir), *p.budget_callbacks])
@@ -320,7 +322,7 @@ def _throughput(summary: dict[str, Any], model: Any, seq_len: int, precision: st
 
     flops = estimate_flops_per_token(model, seq_len)
     out = {**summary, "flops_per_token": flops,
-           **mfu_metrics(summary.get("train_tokens_per_second"), flops, precision, _world_size())}
+           **mfu_metrics(summary.get("train_tokens_per_second"), flops, precision, world_size())}
     parts = []
     if out.get("train_tokens_per_second"):
         parts.append(f"{out['train_tokens_per_second']:,.0f} tok/s")

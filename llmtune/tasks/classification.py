@@ -420,17 +420,17 @@ class ClassificationTask:
         sources = getattr(data, "sources", {})
         where_train = "the training data" + (f" ({sources['train']})" if "train" in sources else "")
         where_eval = "the evaluation data" + (f" ({sources['validation']})" if "validation" in sources else "")
-        train = _usable(data.train, where_train, notes)
+        train = drop_unusable(data.train, where_train, notes)
         space = build_label_space(list(train["label"]), where_train)
         self.space = space = with_class_names(space, train.features.get("label"))
         evaluation = None
         if data.validation is not None:
-            evaluation = _usable(data.validation, where_eval, notes)
+            evaluation = drop_unusable(data.validation, where_eval, notes)
             check_eval_labels(space, list(evaluation["label"]), where_eval)
-        train_features, counts = _featurize(train, tokenizer, max_length, space, "training data", notes)
+        train_features, counts = featurize_rows(train, tokenizer, max_length, space, "training data", notes)
         eval_features = None
         if evaluation is not None:
-            eval_features, _ = _featurize(evaluation, tokenizer, max_length, space, "evaluation data", notes)
+            eval_features, _ = featurize_rows(evaluation, tokenizer, max_length, space, "evaluation data", notes)
         self.weights = class_weights(self.class_weights_spec, space, counts, len(train_features))
         if self.weights is not None:
             notes.append("class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(space.names, self.weights)))
@@ -488,7 +488,7 @@ class ClassificationTask:
         return self.space
 
 
-def _usable(dataset: Any, where: str, notes: list[str]) -> Any:
+def drop_unusable(dataset: Any, where: str, notes: list[str]) -> Any:
     """Drop rows with an empty text or no label, counting them in a note."""
     kept = dataset.filter(usable_rows, batched=True, batch_size=MAP_BATCH_SIZE, desc="checking rows")
     dropped = len(dataset) - len(kept)
@@ -499,7 +499,7 @@ def _usable(dataset: Any, where: str, notes: list[str]) -> Any:
     return kept
 
 
-def _featurize(
+def featurize_rows(
     rows: Any, tokenizer: Any, max_length: int, space: LabelSpace, where: str, notes: list[str]
 ) -> tuple[Any, list[int]]:
     """Tokenize one split (cached by ``Dataset.map``); note truncation and the class distribution."""

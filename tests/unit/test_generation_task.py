@@ -285,12 +285,12 @@ def test_packing_is_checked_on_the_model_and_refused_where_examples_would_see_ea
 
 
 def test_tied_input_embeddings_are_never_frozen():
-    from llmtune.runs.finetune import _freeze_input_embeddings
+    from llmtune.runs.finetune import freeze_input_embeddings
 
     tied = _tiny_llama()
-    _freeze_input_embeddings(tied)
+    freeze_input_embeddings(tied)
     assert tied.get_input_embeddings().weight.requires_grad and tied.get_output_embeddings().weight.requires_grad
     untied = _tiny_llama()
     untied.lm_head.weight = __import__("torch").nn.Parameter(untied.lm_head.weight.detach().clone())
-    _freeze_input_embeddings(untied)
+    freeze_input_embeddings(untied)
     assert not untied.get_input_embeddings().weight.requires_grad and untied.lm_head.weight.requires_grad
