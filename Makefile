@@ -36,7 +36,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "" tests
 
-# Benchmarks against in-process baselines at small default sizes (~19 min on 2 quiet cores); not part of
+# Benchmarks against in-process baselines at small default sizes (~16 min on 2 quiet cores); not part of
 # `make test`. BENCH_ARGS=--full for every benchmark's full size (~1.5 h), --quick for a smoke test.
 BENCH_ARGS ?=
 bench: $(STAMP)

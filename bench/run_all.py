@@ -54,9 +54,9 @@ SMALL: dict[str, Size] = {
     # llmtune's 240 s run only (~4.2 min): the target (<= 2.45 bits/char) is absolute; --full adds the
     # char-level baseline for another 240 s.
     "pretrain_quality": Size(kwargs={"with_baseline": False}),
-    # 640 training rows, 1 seed, one 10-step throughput pair (~4 min; full: 6,000 rows x 3 seeds, ~40 min).
+    # 640 training rows, 1 seed, 3 interleaved 20-step throughput pairs (~5 min; full: 6,000 rows x 3 seeds, ~19 min).
     "classification": Size(quick=True),
-    # 100 questions, one epoch each way (~3 min; full: 1,500 questions, ~30 min: the baseline pads to 384).
+    # 100 questions, one epoch each way (~3 min; full: 1,500 questions, ~15 min: the baseline pads to 384).
     "qa": Size(quick=True, constants={"QUICK_ROWS": 100}),
     # The tiny Llama pre-trained 60 s instead of 90 s before SFT (~2.5 min).
     "sft_stops": Size(constants={"PRETRAIN_BUDGET": "60s"}),
