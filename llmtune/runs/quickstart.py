@@ -182,19 +182,40 @@ def sft_stage(qs: Quickstart) -> StageResult:
 
 
 def mlm_stage(qs: Quickstart) -> StageResult:
-    """Pre-train the tiny BERT (masked LM, its own WordPiece tokenizer) within ``mlm_budget``."""
+    """Pre-train the tiny BERT (masked LM, its own WordPiece tokenizer) within ``mlm_budget`` on ``encoder_corpus``."""
     from llmtune.runs import pretrain
 
     out = qs.dir("bert-tiny")
-    # The recipe trains one epoch (~40 steps); many epochs let the time budget, not the data, decide when to stop.
-    m = pretrain.run(qs.config("pretrain", MLM_RECIPE, out, train__time_budget=qs.opts.mlm_budget,
-                               train__epochs=20)).metrics
+    train, validation = encoder_corpus(qs.dir("encoder-corpus"))
+    # Many epochs: the time budget, not the data, decides when to stop.
+    m = pretrain.run(qs.config("pretrain", MLM_RECIPE, out, train__time_budget=qs.opts.mlm_budget, train__epochs=20,
+                               data__dataset=str(train), data__eval_dataset=str(validation))).metrics
     evals = logged(out, "eval_loss")
     falling = f" (first eval {math.exp(evals[0]):,.1f})" if len(evals) > 1 else ""
     vocab = json.loads((out / "config.json").read_text(encoding="utf-8")).get("vocab_size")
     return StageResult("pre-train masked LM (BERT)",
                        f"masked-token perplexity {math.exp(m['eval_loss']):,.1f}{falling}",
                        f"{vocab:,} (uniform guess)" if vocab else "-", 0.0, str(out))
+
+
+def encoder_corpus(folder: Path) -> tuple[Path, Path]:
+    """``train.txt`` / ``validation.txt``: builtin:text plus the review texts of builtin:classification, no labels.
+
+    The encoder is pre-trained on the text it will be fine-tuned on (as one would pre-train on in-domain text):
+    a tokenizer trained on builtin:text alone splits review words like "flimsy" into single letters.
+    """
+    from llmtune.data.builtin import builtin_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split in ("train", "validation"):
+        prose = (builtin_dir("text") / f"{split}.txt").read_text(encoding="utf-8").rstrip("\n")
+        rows = (builtin_dir("classification") / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        reviews = [json.loads(line)["text"] for line in rows if line.strip()]
+        path = folder / f"{split}.txt"
+        path.write_text("\n".join([prose, *reviews]) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def encoder_stage(qs: Quickstart, recipe: str, name: str, dataset: str) -> tuple[Path, dict[str, Any]]:

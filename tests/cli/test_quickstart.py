@@ -80,3 +80,18 @@ def test_logged(tmp_path):
     (tmp_path / "logs" / "metrics.jsonl").write_text('{"loss": 3}\n\n{"eval_loss": 2.5}\n{"eval_loss": 1.0}\n')
     assert logged(tmp_path, "eval_loss") == [2.5, 1.0]
     assert logged(tmp_path, "missing") == []
+
+
+def test_encoder_corpus_adds_the_review_texts_without_labels(tmp_path):
+    import json
+
+    from llmtune.data.builtin import builtin_dir
+    from llmtune.runs.quickstart import encoder_corpus
+
+    train, validation = encoder_corpus(tmp_path / "corpus")
+    lines = train.read_text(encoding="utf-8").splitlines()
+    prose = (builtin_dir("text") / "train.txt").read_text(encoding="utf-8").splitlines()
+    reviews = [json.loads(r)["text"] for r in (builtin_dir("classification") / "train.jsonl").read_text().splitlines()]
+    assert lines == prose + reviews  # the prose, then one review per line; no label anywhere
+    held_out = validation.read_text(encoding="utf-8")
+    assert json.loads((builtin_dir("classification") / "validation.jsonl").read_text().splitlines()[0])["text"] in held_out
