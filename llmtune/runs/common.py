@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,15 +32,11 @@ def log(message: str) -> None:
 
 def is_main_process() -> bool:
     """True on rank 0 (or when not distributed)."""
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
 def world_size() -> int:
     """Processes in this run (``WORLD_SIZE`` set by accelerate launch / torchrun; 1 otherwise)."""
-    import os
-
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -54,8 +51,6 @@ def main_process_first() -> Iterator[None]:
     if world_size() <= 1:
         yield
         return
-    import os
-
     from accelerate import PartialState
 
     # The same state the Trainer sets up later (accelerate launch sets ACCELERATE_USE_CPU for gloo on CPUs).

@@ -22,7 +22,6 @@ assumed utilisation, ``ASSUMED_MFU``).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -123,8 +122,9 @@ def dry_run(cfg: RunConfig, world_size: Optional[int] = None) -> dict[str, Any]:
         LlmtuneError: Whatever the real run would refuse before training (config, data, model).
     """
     from llmtune.modeling import resolve_precision
+    from llmtune.runs.common import world_size as launched_world_size
 
-    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size or launched_world_size()
     precision = resolve_precision(cfg.train.precision)
     plan = _pretrain_plan(cfg) if cfg.command == "pretrain" else _finetune_plan(cfg)
     estimates = _estimate(cfg, plan, precision, world)
