@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from llmtune.errors import ConfigError, DataError, ModelError
-from llmtune.runs.common import log
+from llmtune.dist import log
 
 if TYPE_CHECKING:
     from llmtune.config.schema import GenerateConfig, RunConfig

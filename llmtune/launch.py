@@ -146,7 +146,7 @@ def relaunch(argv: Sequence[str], num_processes: Optional[int], config_file: Opt
     Raises:
         ConfigError: Already running under a launcher, a bad process count or a bad config file.
     """
-    from llmtune.runs.common import log
+    from llmtune.dist import log
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"--num-processes/--accelerate-config: this command already runs on "

@@ -143,7 +143,7 @@ def print_summary(command: str, result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from llmtune.runs.common import is_main_process
+    from llmtune.dist import is_main_process
 
     if not is_main_process():
         return

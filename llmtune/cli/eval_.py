@@ -49,7 +49,7 @@ def evaluate(
     print_config: o.PrintConfig = False,
 ) -> None:
     from llmtune.reports.terminal import print_metrics
-    from llmtune.runs.common import is_main_process
+    from llmtune.dist import is_main_process
     from llmtune.runs.evaluate import METRICS_FILE, run
 
     cfg = resolve_config("eval", locals())

@@ -51,7 +51,7 @@ class NonFiniteLossError(LlmtuneError):
 
 
 def _say(message: str) -> None:
-    from llmtune.runs.common import log
+    from llmtune.dist import log
 
     log(message)
 

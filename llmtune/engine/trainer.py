@@ -423,7 +423,7 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[str]:
     """
     from llmtune.engine.reliability import checkpoint_problem, checkpoint_step, last_good_checkpoint
     from llmtune.errors import ConfigError
-    from llmtune.runs.common import log
+    from llmtune.dist import log
 
     if not cfg.train.resume:
         return None

@@ -122,7 +122,7 @@ def dry_run(cfg: RunConfig, world_size: Optional[int] = None) -> dict[str, Any]:
         LlmtuneError: Whatever the real run would refuse before training (config, data, model).
     """
     from llmtune.modeling import resolve_precision
-    from llmtune.runs.common import world_size as launched_world_size
+    from llmtune.dist import world_size as launched_world_size
 
     world = world_size or launched_world_size()
     precision = resolve_precision(cfg.train.precision)
@@ -304,7 +304,7 @@ def _print(cfg: RunConfig, plan: _Plan, e: dict[str, Any]) -> None:
     from rich.table import Table
 
     from llmtune.modeling import format_params
-    from llmtune.runs.common import log
+    from llmtune.dist import log
 
     t, m = cfg.train, e["memory"]
     table = Table(title=f"llmtune {cfg.command} --dry-run (nothing trained, no run dir written)", show_header=False)

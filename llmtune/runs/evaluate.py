@@ -26,9 +26,8 @@ from typing import Any, Optional
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, LlmtuneError, ModelError
 from llmtune.rundir import atomic_write_text
-from llmtune.runs.common import (
-    PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, main_process_first, start_run,
-)
+from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.dist import is_main_process, log, main_process_first
 
 METRICS_FILE = "eval_metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"

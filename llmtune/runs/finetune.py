@@ -24,9 +24,8 @@ from typing import Any, Iterator, Optional, Protocol
 
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, LlmtuneError, ModelError, NotAvailableError
-from llmtune.runs.common import (
-    PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, main_process_first, start_run,
-)
+from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.dist import is_main_process, log, main_process_first
 from llmtune.tasks.base import ColumnSpec
 
 

@@ -36,7 +36,7 @@ from llmtune.decoding import (
     stop_ids,
 )
 from llmtune.errors import ConfigError, DataError
-from llmtune.runs.common import log
+from llmtune.dist import log
 
 CHAT_HELP = "chat: type a message and press Enter; /reset clears the history, /exit (or Ctrl-D) quits"
 

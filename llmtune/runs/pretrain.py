@@ -18,10 +18,8 @@ from typing import Any, Callable, Optional
 
 from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
 from llmtune.errors import ConfigError, DataError, LlmtuneError
-from llmtune.runs.common import (
-    PROGRESS_ROWS, RunResult, datasets_progress, finish_run, is_main_process, log, main_process_first, start_run,
-    world_size,
-)
+from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.dist import is_main_process, log, main_process_first, world_size
 
 _REFIT_HEADROOM = 2.0  # the real step time may be up to 2x better than the first estimate
 _REFIT_SKIP, _REFIT_MEASURE = 3, 20  # warm-up steps ignored, then steps measured before refitting

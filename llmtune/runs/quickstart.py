@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from llmtune.errors import ConfigError
-from llmtune.runs.common import log
+from llmtune.dist import log
 
 LM_RECIPE, SFT_RECIPE = "pretrain/llama-tiny", "generation/sft-tiny-cpu"
 MLM_RECIPE, CLS_RECIPE, QA_RECIPE = "pretrain/bert-tiny-mlm", "classification/tiny-cpu", "qa/tiny-cpu"

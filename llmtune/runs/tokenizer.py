@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.runs.common import RunResult, finish_run, log, start_run
+from llmtune.runs.common import RunResult, finish_run, start_run
+from llmtune.dist import log
 
 
 def run(cfg: RunConfig, family: Optional[str] = None) -> RunResult:

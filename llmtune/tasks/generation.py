@@ -332,7 +332,7 @@ class GenerationTask:
         Raises:
             ConfigError: ``packing`` on a model whose attention lets packed examples see each other.
         """
-        from llmtune.runs.common import log
+        from llmtune.dist import log
 
         eos = self.tokenizer.eos_token_id
         config = getattr(model, "generation_config", None)

@@ -8,7 +8,7 @@ import sys
 SCRIPT = """
 import os, sys, time
 from pathlib import Path
-from llmtune.runs.common import main_process_first
+from llmtune.dist import main_process_first
 marker = Path(sys.argv[1])
 with main_process_first():
     if os.environ["RANK"] == "0":
@@ -37,7 +37,7 @@ def test_rank_zero_goes_first(tmp_path):
 
 
 def test_one_process_runs_the_block(tmp_path, monkeypatch):
-    from llmtune.runs.common import main_process_first
+    from llmtune.dist import main_process_first
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ran = []
