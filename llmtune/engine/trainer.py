@@ -11,14 +11,35 @@ step) and ``mfu_metrics`` (model FLOPs utilisation against a datasheet or measur
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import sys
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.loss.loss_utils import LOSS_MAPPING
+from transformers.trainer_utils import rotate_checkpoints
 
 from llmtune.config.schema import RunConfig
+from llmtune.dist import log
+from llmtune.engine import reliability
+from llmtune.engine.callbacks import (
+    METRICS_FILE,
+    MetricsLogCallback,
+    ProgressCallback,
+    ThroughputTracker,
+    TimeBudgetCallback,
+    replace_default_progress,
+)
+from llmtune.engine.reliability import GracefulStop, NonFiniteGuard, RewindLogs
+from llmtune.engine.samples import SAMPLES_FILE
+from llmtune.engine.sampling import LengthBucketSampler
+from llmtune.errors import ConfigError
+from llmtune.modeling import quiet_transformers
 
 
 @dataclass
@@ -70,9 +91,6 @@ def training_arguments(
     Returns:
         The TrainingArguments.
     """
-    import torch
-    from transformers import TrainingArguments
-
     t = cfg.train
     on_gpu = torch.cuda.is_available()
     eval_strategy = ("steps" if t.eval_steps else "epoch") if has_eval else "no"
@@ -125,13 +143,9 @@ def _checkpointing_argument(enabled: bool) -> dict[str, bool]:
     transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on
     every use of the old name, even ``False``; so pass nothing when off.
     """
-    import dataclasses
-
-    from transformers import TrainingArguments
-
     if not enabled:
         return {}
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    names = {f.name for f in fields(TrainingArguments)}
     return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
 
 
@@ -158,20 +172,6 @@ def build_trainer(
     Returns:
         ``(trainer, throughput)`` where ``throughput.summary()`` gives tokens/s and peak memory.
     """
-    from transformers import EarlyStoppingCallback
-
-    from llmtune.engine.callbacks import (
-        METRICS_FILE,
-        MetricsLogCallback,
-        ProgressCallback,
-        ThroughputTracker,
-        TimeBudgetCallback,
-        replace_default_progress,
-    )
-
-    from llmtune.engine.reliability import GracefulStop, NonFiniteGuard, RewindLogs
-    from llmtune.engine.samples import SAMPLES_FILE
-
     _quiet_false_alarms()
     args = training_arguments(
         cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision,
@@ -188,8 +188,7 @@ def build_trainer(
     if args.load_best_model_at_end and cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     declare_loss_normalisation(inputs.model)
-    trainer_cls = _trainer_class()
-    trainer = trainer_cls(
+    trainer = LlmtuneTrainer(
         model=inputs.model,
         args=args,
         train_dataset=inputs.train_dataset,
@@ -218,10 +217,6 @@ def declare_loss_normalisation(model: Any) -> bool:
     are plain batch means, so their loss and gradients came out N times too large on N processes (and
     grad_accum times on one). Models that say ``accepts_loss_kwargs`` themselves are left as they are.
     """
-    import inspect
-
-    from transformers.loss.loss_utils import LOSS_MAPPING
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
     if "accepts_loss_kwargs" in vars(type(base)) or "accepts_loss_kwargs" in vars(base):
         return bool(base.accepts_loss_kwargs)
@@ -232,108 +227,126 @@ def declare_loss_normalisation(model: Any) -> bool:
     return counts
 
 
-def _trainer_class() -> type:
+class LlmtuneTrainer(Trainer):
     """A Trainer that adds derived metrics to every evaluation and saves without progress bars.
 
     It also makes training survivable (``engine/reliability.py``): Ctrl-C/SIGTERM stop after a step with
     a checkpoint and raise ``TrainingInterrupted``; a checkpoint is marked complete only once written;
     a non-finite loss stops the run (or skips the batch) before it reaches the weights.
+
+    Public hooks are used where transformers has them. The private methods overridden below were checked
+    against transformers 5.25.0; ``tests/unit/test_trainer_hooks.py`` fails when one disappears or its
+    parameters change.
     """
-    from transformers import Trainer
 
-    from llmtune.engine import reliability
+    derive_metrics: Optional[Callable[[dict[str, float], str], dict[str, float]]] = None
+    new_parameter_lr: tuple[frozenset[str], float] = (frozenset(), 1.0)
+    graceful_stop: Optional[reliability.GracefulStop] = None
+    nonfinite: Optional[reliability.NonFiniteGuard] = None
 
-    class LlmtuneTrainer(Trainer):
-        derive_metrics: Optional[Callable[[dict[str, float], str], dict[str, float]]] = None
-        new_parameter_lr: tuple[frozenset[str], float] = (frozenset(), 1.0)
-        graceful_stop: Optional[reliability.GracefulStop] = None
-        nonfinite: Optional[reliability.NonFiniteGuard] = None
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Train; a stop signal during training raises ``TrainingInterrupted`` once the checkpoint is saved."""
+        stop = self.graceful_stop
+        if stop is None:
+            return super().train(*args, **kwargs)
+        with stop.installed():
+            output = super().train(*args, **kwargs)
+        if stop.step is not None:  # a signal arrived before the last step ended (after it: training is done)
+            raise reliability.interrupted_error(stop, Path(self.args.output_dir), sys.argv)
+        return output
 
-        def train(self, *args: Any, **kwargs: Any) -> Any:
-            stop = self.graceful_stop
-            if stop is None:
-                return super().train(*args, **kwargs)
-            with stop.installed():
-                output = super().train(*args, **kwargs)
-            if stop.step is not None:  # a signal arrived before the last step ended (after it: training is done)
-                import sys
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+        """The Trainer's loss, passed through the non-finite guard while training."""
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+        if self.nonfinite is None or not model.training:
+            return result
+        loss = self.nonfinite.check(result[0] if return_outputs else result, model, self.state.global_step + 1)
+        return (loss, *result[1:]) if return_outputs else loss
 
-                raise reliability.interrupted_error(stop, Path(self.args.output_dir), sys.argv)
-            return output
+    def create_optimizer(self, model: Any = None) -> Any:
+        """The Trainer's optimizer, with new parameters (a task head) at ``head_lr_multiplier`` x the lr."""
+        optimizer = super().create_optimizer(model)
+        names, multiplier = self.new_parameter_lr
+        if names and multiplier != 1.0:
+            scale_lr_of(optimizer, model or self.model, names, multiplier)
+        return optimizer
 
-        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
-            if self.nonfinite is None or not model.training:
-                return result
-            loss = self.nonfinite.check(result[0] if return_outputs else result, model, self.state.global_step + 1)
-            return (loss, *result[1:]) if return_outputs else loss
+    def save_model(self, *args: Any, **kwargs: Any) -> None:
+        """Save as the Trainer does, without the "Writing model shards" bar drawn for every checkpoint."""
+        with quiet_transformers():
+            super().save_model(*args, **kwargs)
 
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            # Rotation waits until the new checkpoint is marked complete: a kill in between must never
-            # leave only unfinished checkpoints behind.
-            run_dir = self._get_output_dir(trial=trial)
-            folder = Path(run_dir) / f"checkpoint-{self.state.global_step}"
-            if self.args.should_save:  # saving the same step again: incomplete until marked anew
-                (folder / reliability.CHECKPOINT_MARKER).unlink(missing_ok=True)
-            limit, self.args.save_total_limit = self.args.save_total_limit, None
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self.args.save_total_limit = limit
-            if self.args.should_save:
-                from transformers.trainer_utils import rotate_checkpoints
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """Evaluate as the Trainer does, then add ``derive_metrics`` under the same prefix."""
+        output = super().evaluation_loop(*args, **kwargs)
+        if self.derive_metrics is not None:
+            prefix = evaluation_prefix(self, args, kwargs)
+            output.metrics.update(self.derive_metrics(output.metrics, prefix))
+        return output
 
-                reliability.mark_checkpoint_complete(folder)
-                rotate_checkpoints(run_dir, save_total_limit=limit, use_mtime=True,
-                                   best_model_checkpoint=self.state.best_model_checkpoint)
+    # Private override (transformers 5.25.0): Trainer._save_checkpoint(model, trial) writes the checkpoint
+    # folder ``<_get_output_dir(trial)>/checkpoint-<global_step>`` and then rotates old checkpoints with
+    # ``rotate_checkpoints(save_total_limit=self.args.save_total_limit)`` (None: no rotation), on the
+    # processes where ``args.should_save``. There is no public hook between writing and rotating.
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # Rotation waits until the new checkpoint is marked complete: a kill in between must never leave
+        # only unfinished checkpoints behind.
+        run_dir = self._get_output_dir(trial=trial)
+        folder = Path(run_dir) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:  # saving the same step again: incomplete until marked anew
+            (folder / reliability.CHECKPOINT_MARKER).unlink(missing_ok=True)
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            reliability.mark_checkpoint_complete(folder)
+            rotate_checkpoints(run_dir, save_total_limit=limit, use_mtime=True,
+                               best_model_checkpoint=self.state.best_model_checkpoint)
 
-        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-            # transformers 5 also length-groups evaluation batches under group_by_length, which reorders
-            # predictions; QA post-processing pairs them with features by position, so keep data order.
-            if eval_dataset is None or self.args.world_size > 1:
-                return None
-            import torch
+    # Private override (transformers 5.25.0): the evaluation DataLoader takes its sampler from
+    # Trainer._get_eval_sampler(eval_dataset) (``sampler_fn=self._get_eval_sampler``); None lets the
+    # DataLoader/Accelerate shard the data in order across processes.
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        # transformers 5 also length-groups evaluation batches under group_by_length, which reorders
+        # predictions; QA post-processing pairs them with features by position, so keep data order.
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
-            return torch.utils.data.SequentialSampler(eval_dataset)
+    # Private override (transformers 5.25.0): the training DataLoader takes its sampler from
+    # Trainer._get_train_sampler(train_dataset=None) (``sampler_fn=self._get_train_sampler``; None means
+    # ``self.train_dataset``), and Accelerate then splits each batch of indices across processes.
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or "length" not in getattr(dataset, "column_names", ()):
+            return super()._get_train_sampler(train_dataset)
+        # Buckets span the global batch, which Accelerate then deals out across processes, so N
+        # processes see the same batches as one process with an N-times larger batch.
+        global_batch = self.args.per_device_train_batch_size * max(1, self.args.world_size)
+        return LengthBucketSampler(dataset["length"], global_batch)
 
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if self.args.train_sampling_strategy != "group_by_length" or "length" not in getattr(dataset, "column_names", ()):
-                return super()._get_train_sampler(train_dataset)
-            from llmtune.engine.sampling import LengthBucketSampler
+    # Private override (transformers 5.25.0): after loading a checkpoint's weights (resume, best model at
+    # end) the Trainer calls _issue_warnings_after_load(load_result) with torch's ``_IncompatibleKeys``
+    # named tuple (``missing_keys``, ``unexpected_keys``), which warns about each list when not empty.
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # Tied weights (lm_head = token embedding) are saved once, so resuming always "misses" the
+        # second name although loading the first filled both; warn only about truly missing keys.
+        shared = _shared_parameter_names(self.model)
+        missing = [key for key in load_result.missing_keys if key not in shared]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
-            # Buckets span the global batch, which Accelerate then deals out across processes, so N
-            # processes see the same batches as one process with an N-times larger batch.
-            global_batch = self.args.per_device_train_batch_size * max(1, self.args.world_size)
-            return LengthBucketSampler(dataset["length"], global_batch)
 
-        def create_optimizer(self, model: Any = None) -> Any:
-            optimizer = super().create_optimizer(model)
-            names, multiplier = self.new_parameter_lr
-            if names and multiplier != 1.0:
-                scale_lr_of(optimizer, model or self.model, names, multiplier)
-            return optimizer
+def evaluation_prefix(trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The ``metric_key_prefix`` of a ``Trainer.evaluation_loop(*args, **kwargs)`` call, positional or not.
 
-        def save_model(self, *args: Any, **kwargs: Any) -> None:
-            # save_pretrained draws a "Writing model shards" bar for every checkpoint, even one shard.
-            with _no_transformers_progress():
-                super().save_model(*args, **kwargs)
-
-        def _issue_warnings_after_load(self, load_result: Any) -> None:
-            # Tied weights (lm_head = token embedding) are saved once, so resuming always "misses" the
-            # second name although loading the first filled both; warn only about truly missing keys.
-            shared = _shared_parameter_names(self.model)
-            missing = [key for key in load_result.missing_keys if key not in shared]
-            super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
-
-        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
-            output = super().evaluation_loop(*args, **kwargs)
-            prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-            if self.derive_metrics is not None:
-                output.metrics.update(self.derive_metrics(output.metrics, prefix))
-            return output
-
-    return LlmtuneTrainer
+    The call is bound to the real signature with its defaults, so a parameter moving position cannot
+    silently pick another argument; a missing or renamed parameter raises ``TypeError``/``KeyError``.
+    """
+    bound = inspect.signature(Trainer.evaluation_loop).bind(trainer, *args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments["metric_key_prefix"]
 
 
 def scale_lr_of(optimizer: Any, model: Any, names: frozenset[str], multiplier: float) -> int:
@@ -383,21 +396,6 @@ def _quiet_false_alarms() -> None:
         logger.addFilter(_DropMessages("mtime may not be reliable"))
 
 
-@contextmanager
-def _no_transformers_progress() -> Iterator[None]:
-    """Hide transformers' tqdm bars inside the block (restored after, only if they were on)."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    if was_on:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def final_evaluate(trainer: Any) -> dict[str, float]:
     """Evaluation metrics of the model as training left it, evaluating only when needed.
 
@@ -421,25 +419,21 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[str]:
 
     Incomplete or corrupt checkpoints (see ``engine/reliability.py``) are reported and skipped.
     """
-    from llmtune.engine.reliability import checkpoint_problem, checkpoint_step, last_good_checkpoint
-    from llmtune.errors import ConfigError
-    from llmtune.dist import log
-
     if not cfg.train.resume:
         return None
     if cfg.train.resume != "last":
         if not Path(cfg.train.resume).is_dir():
             raise ConfigError(f"checkpoint not found: {cfg.train.resume}; pass --resume last or a checkpoint-N folder")
-        problem = checkpoint_problem(Path(cfg.train.resume))
+        problem = reliability.checkpoint_problem(Path(cfg.train.resume))
         if problem:
             raise ConfigError(f"cannot resume from {cfg.train.resume}: {problem}; pass --resume last to use the "
                               "newest intact checkpoint")
         last = cfg.train.resume
     else:
-        last = last_good_checkpoint(run_dir) if run_dir.is_dir() else None
+        last = reliability.last_good_checkpoint(run_dir) if run_dir.is_dir() else None
         if last is None:
             raise ConfigError(f"--resume: no checkpoint-N folder in {run_dir}; start without --resume")
-    log(f"resuming from {last}: step {checkpoint_step(Path(last))}, with the optimizer, LR schedule, RNG and data "
+    log(f"resuming from {last}: step {reliability.checkpoint_step(Path(last))}, with the optimizer, LR schedule, RNG and data "
         "position restored (batches already trained are skipped)")
     return last
 
@@ -466,8 +460,6 @@ def peak_flops(precision: str) -> tuple[float, str]:
     Returns:
         ``(flops_per_second, source)`` where ``source`` says where the figure came from.
     """
-    import torch
-
     if not torch.cuda.is_available():
         return measure_gemm_flops("cpu", "fp32"), "measured fp32 GEMM on cpu"
     name = torch.cuda.get_device_name()
@@ -481,8 +473,6 @@ def peak_flops(precision: str) -> tuple[float, str]:
 @functools.lru_cache(maxsize=None)
 def measure_gemm_flops(device: str, precision: str = "fp32", seconds: float = 0.5) -> float:
     """FLOP/s of repeated square matrix products on ``device`` for about ``seconds`` (cached per process)."""
-    import torch
-
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     n = 4096 if device == "cuda" else 1024
     # A private generator: drawing from the global one would shift the training random stream.

@@ -84,10 +84,10 @@ def test_evaluation_keeps_the_data_order_under_length_grouping(tmp_path):
     from datasets import Dataset
     from transformers import TrainingArguments
 
-    from llmtune.engine.trainer import _trainer_class
+    from llmtune.engine.trainer import LlmtuneTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_eval_batch_size=2,
                              train_sampling_strategy="group_by_length")
     rows = Dataset.from_dict({"input_ids": [[1] * n for n in (1, 5, 2, 4, 3)], "length": [1, 5, 2, 4, 3]})
-    trainer = _trainer_class()(model=_tiny_classifier(), args=args, train_dataset=rows, eval_dataset=rows)
+    trainer = LlmtuneTrainer(model=_tiny_classifier(), args=args, train_dataset=rows, eval_dataset=rows)
     assert list(trainer._get_eval_sampler(rows)) == [0, 1, 2, 3, 4]
