@@ -5,32 +5,14 @@ import os
 import sys
 import traceback
 from enum import Enum
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import typer
 
-from llmtune.cli._options import FLAG_PATHS
+from llmtune.cli._options import FLAG_PATHS, NON_CONFIG_PARAMS
 from llmtune.errors import ConfigError, LlmtuneError
 
 F = TypeVar("F", bound=Callable[..., Any])
-_NOT_FLAGS = {"recipe", "set_", "print_config"}
-# Defaults tuned by measurement live in a recipe (documented in its header), used when no --recipe is
-# given, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Pretrain picks the tiny recipe
-# of the requested --arch; other sizes start from the plain presets.
-_FINETUNE_DEFAULTS = {"classification": "classification/default", "qa": "qa/default"}
-_TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
-
-
-def default_recipe(command: str, params: dict[str, Any]) -> Optional[str]:
-    """The recipe a command uses when the user names none (None: schema defaults only)."""
-    from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH  # here, not at start-up: pydantic is ~0.1 s
-
-    if command == "pretrain" and params.get("size") in (None, "tiny"):
-        return _TINY_PRETRAIN.get(params.get("arch") or DEFAULT_PRETRAIN_ARCH)
-    if command == "finetune":
-        task = params.get("task")
-        return _FINETUNE_DEFAULTS.get(getattr(task, "value", task))
-    return None
 
 
 def debug_enabled() -> bool:
@@ -85,23 +67,49 @@ def parse_columns(text: Optional[str]) -> Optional[dict[str, str]]:
     return mapping
 
 
-def resolve_config(command: str, params: dict[str, Any]) -> Any:
-    """Turn a command's parameters (its ``locals()``) into the validated RunConfig.
+def unmapped_params(command: str, names: Iterable[str]) -> list[str]:
+    """The parameter names of ``command`` that are neither config flags nor declared as handled elsewhere.
 
-    Known flag names map to config paths through ``FLAG_PATHS``; ``recipe``, ``set_`` and
-    ``print_config`` are handled here. With ``--print-config`` the YAML is printed and the command exits.
+    Args:
+        command: The command name ``resolve_config`` gets (pretrain, finetune, eval, generate, data, tokenizer).
+        names: The command's parameter names.
+
+    Returns:
+        The names in neither ``FLAG_PATHS`` nor ``NON_CONFIG_PARAMS`` (both in ``cli/_options.py``), sorted.
+    """
+    declared = NON_CONFIG_PARAMS["*"].keys() | NON_CONFIG_PARAMS.get(command, {}).keys()
+    return sorted(name for name in names if name not in FLAG_PATHS and name not in declared)
+
+
+def resolve_config(command: str, params: dict[str, Any]) -> Any:
+    """Turn a command's parameters (its ``locals()`` before it binds anything else) into the validated RunConfig.
+
+    Flag names map to config paths through ``FLAG_PATHS``; ``recipe``, ``set_`` and ``print_config`` are
+    handled here, and the other parameters ``NON_CONFIG_PARAMS`` declares by their command. With no
+    ``--recipe`` the config layer picks the default one. With ``--print-config`` the YAML is printed and
+    the command exits.
+
+    Raises:
+        AssertionError: A parameter is neither mapped nor declared (a programmer error: a new flag must
+            not be ignored without a word).
     """
     from llmtune.config import dump_config, load_config
 
+    unmapped = unmapped_params(command, params)
+    if unmapped:
+        raise AssertionError(
+            f"`llmtune {command}` parameter(s) {', '.join(unmapped)} are neither in FLAG_PATHS nor in "
+            f"NON_CONFIG_PARAMS[{command!r}] (llmtune/cli/_options.py): map each to its config path or declare "
+            "what handles it"
+        )
     flags: dict[str, Any] = {}
     for name, value in params.items():
-        if name in _NOT_FLAGS or value is None or name not in FLAG_PATHS:
+        if name not in FLAG_PATHS or value is None:
             continue
         if name == "columns":
             value = parse_columns(value)
         flags[FLAG_PATHS[name]] = value.value if isinstance(value, Enum) else value
-    recipe = params.get("recipe") or default_recipe(command, params)
-    cfg = load_config(command, recipe, flags, params.get("set_") or [])
+    cfg = load_config(command, params.get("recipe"), flags, params.get("set_") or [])
     if params.get("print_config"):
         typer.echo(dump_config(cfg), nl=False)
         raise typer.Exit(0)

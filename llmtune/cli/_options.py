@@ -175,3 +175,30 @@ FLAG_PATHS: dict[str, str] = {
     "eval_batch_size": "train.eval_batch_size",  # `llmtune eval --batch-size`
     "eval_generate": "eval.generate",
 }
+
+# Command parameters that are NOT config keys, by the command name ``resolve_config`` gets ("*": every
+# command), each with what handles it. ``resolve_config`` refuses a parameter found in neither this table
+# nor FLAG_PATHS, and tests/unit/test_flags.py checks every registered command, so a new flag left out of
+# both fails a test instead of being ignored.
+_LAUNCH = {
+    "dry_run": "train_command: check and estimate instead of training",
+    "num_processes": "train_command: re-launch through `accelerate launch`",
+    "accelerate_config": "train_command: re-launch through `accelerate launch`",
+}
+NON_CONFIG_PARAMS: dict[str, dict[str, str]] = {
+    "*": {
+        "recipe": "resolve_config: the recipe to start from (default: config.default_recipe)",
+        "set_": "resolve_config: the --set overrides",
+        "print_config": "resolve_config: print the resolved YAML and exit",
+    },
+    "pretrain": _LAUNCH,
+    "finetune": _LAUNCH,
+    "generate": {
+        "prompt": "runs.generate.GenerateInputs",
+        "file": "runs.generate.GenerateInputs",
+        "output": "runs.generate.GenerateInputs",
+        "chat": "runs.generate.GenerateInputs",
+    },
+    "data": {"examples": "data inspect: rows to show", "show_masking": "data inspect: masking to show"},
+    "tokenizer": {"family": "runs.tokenizer.run(cfg, family)"},
+}

@@ -40,13 +40,13 @@ def inspect(
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
+    cfg = resolve_config("data", locals())  # first: locals() holds the parameters only
     from rich.console import Console
 
     from llmtune.data.inspect import inspect_data, print_inspection
     from llmtune.data.loading import load_task_data
     from llmtune.tasks import TASK_INFO, ColumnSpec
 
-    cfg = resolve_config("data", locals())
     spec = TASK_INFO[cfg.task].columns if cfg.task else ColumnSpec()
     task_data = load_task_data(cfg.data, spec, seed=cfg.train.seed)
     console = Console()

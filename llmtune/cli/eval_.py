@@ -48,11 +48,11 @@ def evaluate(
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
+    cfg = resolve_config("eval", locals())  # first: locals() holds the parameters only
     from llmtune.reports.terminal import print_metrics
     from llmtune.dist import is_main_process
     from llmtune.runs.evaluate import METRICS_FILE, run
 
-    cfg = resolve_config("eval", locals())
     result = run(cfg)
     if not is_main_process():  # under accelerate/torchrun every process predicts; one reports
         return

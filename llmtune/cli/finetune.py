@@ -57,6 +57,7 @@ def finetune(
     print_config: o.PrintConfig = False,
     dry_run: o.DryRun = False,
 ) -> None:
+    params = dict(locals())  # the parameters only, taken before the import binds `run`
     from llmtune.runs.finetune import run
 
-    train_command("finetune", locals(), run)
+    train_command("finetune", params, run)

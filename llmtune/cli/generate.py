@@ -46,8 +46,8 @@ def generate(
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
+    stop = stop or None  # an absent repeatable option arrives as [], which would clear a recipe's stop list
+    cfg = resolve_config("generate", locals())  # before the import: locals() holds the parameters only
     from llmtune.runs.generate import GenerateInputs, run
 
-    stop = stop or None  # an absent repeatable option arrives as [], which would clear a recipe's stop list
-    cfg = resolve_config("generate", locals())
     run(cfg, GenerateInputs(prompt=prompt, file=file, output=output, chat=chat))

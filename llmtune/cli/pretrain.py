@@ -49,6 +49,7 @@ def pretrain(
     print_config: o.PrintConfig = False,
     dry_run: o.DryRun = False,
 ) -> None:
+    params = dict(locals())  # the parameters only, taken before the import binds `run`
     from llmtune.runs.pretrain import run
 
-    train_command("pretrain", locals(), run)
+    train_command("pretrain", params, run)

@@ -6,6 +6,7 @@ import typer
 
 from llmtune.cli import _options as o
 from llmtune.cli._common import handle_errors, resolve_config
+from llmtune.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -35,12 +36,11 @@ def train(
     set_: o.Set = None,
     print_config: o.PrintConfig = False,
 ) -> None:
-    from llmtune.errors import ConfigError
-    from llmtune.runs.tokenizer import run
-
     if family not in (None, "causal", "masked"):
         raise ConfigError(f"--family must be causal or masked, not '{family}'")
-    cfg = resolve_config("tokenizer", locals())
+    cfg = resolve_config("tokenizer", locals())  # before the import: locals() holds the parameters only
+    from llmtune.runs.tokenizer import run
+
     result = run(cfg, family)
     m = result.metrics
     typer.echo(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llmtune.config.recipes import find_recipe
+from llmtune.config.recipes import default_recipe, find_recipe
 from llmtune.config.schema import RunConfig, combination_problems
 from llmtune.errors import ConfigError
 
@@ -98,11 +97,12 @@ def load_config(
     flags: Optional[dict[str, Any]] = None,
     sets: Optional[Iterable[str]] = None,
 ) -> RunConfig:
-    """Build the validated config for ``command``.
+    """Build the validated config for ``command``, exactly as the CLI does.
 
     Args:
         command: The command being run (pretrain, finetune, ...).
-        recipe: Recipe name or YAML path, or None for defaults only.
+        recipe: Recipe name or YAML path, or None for the command's default recipe
+            (``default_recipe`` of the task, arch and size that ``flags`` and ``sets`` ask for).
         flags: Explicit CLI flags as ``{"dotted.path": value}``; None values are ignored.
         sets: ``--set`` items (``dotted.key=value``).
 
@@ -114,6 +114,9 @@ def load_config(
     """
     tree: dict[str, Any] = {"command": command}
     problems: list[str] = []
+    sets = list(sets or [])
+    if not recipe:
+        recipe = _default_recipe(command, flags or {}, parse_set(sets))
     if recipe:
         recipe_tree = read_recipe(recipe)
         recipe_command = recipe_tree.get("command", command)
@@ -123,7 +126,7 @@ def load_config(
     for path, value in (flags or {}).items():
         if value is not None:
             set_dotted(tree, path, value)
-    for path, value in parse_set(sets or []):
+    for path, value in parse_set(sets):
         set_dotted(tree, path, value)
     try:
         cfg = RunConfig.model_validate(tree)
@@ -133,6 +136,19 @@ def load_config(
     if problems:
         raise ConfigError(_format_problems(problems))
     return cfg
+
+
+def _default_recipe(command: str, flags: dict[str, Any], set_items: list[tuple[str, Any]]) -> Optional[str]:
+    """``default_recipe`` of the task, arch and size the flags and ``--set`` items ask for."""
+
+    def requested(path: str) -> Any:
+        value = flags.get(path)
+        for key, item in set_items:  # --set wins over the flag, the last --set over earlier ones
+            if key == path:
+                value = item
+        return getattr(value, "value", value)  # an Enum flag passed from Python
+
+    return default_recipe(command, task=requested("task"), arch=requested("model.arch"), size=requested("model.size"))
 
 
 def validation_problems(exc: ValidationError) -> list[str]:

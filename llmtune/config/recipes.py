@@ -5,7 +5,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
+from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH
 from llmtune.errors import ConfigError
 
 
@@ -61,3 +63,31 @@ def find_recipe(name_or_path: str) -> Path:
     close = difflib.get_close_matches(key, list(entries), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "run `llmtune recipes list` to see them"
     raise ConfigError(f"unknown recipe '{name_or_path}'; {hint}")
+
+
+# Defaults tuned by measurement live in a recipe (documented in its header), used when no recipe is
+# named, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Pretrain picks the tiny recipe
+# of the requested arch; other sizes start from the plain presets.
+FINETUNE_DEFAULTS = {"classification": "classification/default", "qa": "qa/default"}
+TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
+
+
+def default_recipe(command: str, task: Any = None, arch: Any = None, size: Any = None) -> Optional[str]:
+    """The recipe ``command`` starts from when the user names none.
+
+    Args:
+        command: The command being run (pretrain, finetune, ...).
+        task: The requested ``task``, if any.
+        arch: The requested ``model.arch``, if any (pretrain: default ``DEFAULT_PRETRAIN_ARCH``).
+        size: The requested ``model.size``, if any (pretrain: default tiny).
+
+    Returns:
+        A shipped recipe name, or None for the schema defaults only (also for values the schema will
+        reject, so the validation error names them).
+    """
+    if command == "pretrain" and size in (None, "tiny"):
+        arch = arch or DEFAULT_PRETRAIN_ARCH
+        return TINY_PRETRAIN.get(arch) if isinstance(arch, str) else None
+    if command == "finetune" and isinstance(task, str):
+        return FINETUNE_DEFAULTS.get(task)
+    return None
