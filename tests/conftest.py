@@ -26,15 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def cli():
-    """Invoke the llmtune CLI in-process: ``result = cli("recipes", "list")``."""
-    from typer.testing import CliRunner
-
-    from llmtune.cli.app import app
-
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):
-        return runner.invoke(app, list(args), input=input)
+    """Invoke the llmtune CLI in-process: ``result = cli("recipes", "list")`` (``helpers.invoke``)."""
+    from helpers import invoke
 
     return invoke
 

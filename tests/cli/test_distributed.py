@@ -12,9 +12,7 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.cli.test_finetune_classification import CLASSES, _rows, _write_csv, tiny_bert  # noqa: F401 (fixture)
-from tests.cli.test_pretrain import text_files  # noqa: F401 (fixture)
+from helpers import classification_rows, write_csv
 
 LLAMA = ["--arch", "llama", "--set", "model.config={num_hidden_layers: 2, hidden_size: 32, num_attention_heads: 2, "
          "num_key_value_heads: 2, intermediate_size: 64}", "--set", "tokenizer.vocab_size=300",
@@ -47,7 +45,7 @@ def _same_curve(one, two):
     assert max(abs(a - b) for (_, a), (_, b) in zip(one, two)) < TOLERANCE, (one, two)
 
 
-def test_pretrain_two_processes_match_one(cli, text_files, tmp_path):  # noqa: F811 (fixture)
+def test_pretrain_two_processes_match_one(cli, text_files, tmp_path):
     data = ["--dataset", text_files / "train.txt", "--eval-dataset", text_files / "val.txt"]
     one = cli("pretrain", *map(str, data), "-o", str(tmp_path / "one"), "--batch-size", "8", *LLAMA, *COMMON)
     assert one.exit_code == 0, one.output
@@ -60,9 +58,9 @@ def test_pretrain_two_processes_match_one(cli, text_files, tmp_path):  # noqa: F
 
 
 @pytest.mark.slow  # ~45 s on 2 busy cores (two more process launches); `make test-all` runs it
-def test_classification_two_processes_match_one(cli, tiny_bert, tmp_path):  # noqa: F811 (fixture)
-    _write_csv(tmp_path / "train.csv", _rows(120, seed=1))
-    _write_csv(tmp_path / "val.csv", _rows(61, seed=2))  # odd: one rank gets a padded batch, gathered once
+def test_classification_two_processes_match_one(cli, tiny_bert, tmp_path):
+    write_csv(tmp_path / "train.csv", classification_rows(120, seed=1))
+    write_csv(tmp_path / "val.csv", classification_rows(61, seed=2))  # odd: one rank gets a padded batch, gathered once
     args = ["finetune", "--task", "classification", "--model", tiny_bert, "--dataset", tmp_path / "train.csv",
             "--eval-dataset", tmp_path / "val.csv", "--set", "train.max_length=32",
             "--set", "model.config={initializer_range: 0.2}", "--set", "train.freeze_embeddings=false", *COMMON]

@@ -3,10 +3,9 @@
 import math
 
 import pytest
+from helpers import classification_rows, write_csv
 
 from llmtune.runs.dryrun import epoch_seconds, estimate_memory, steps_per_epoch
-from tests.cli.test_finetune_classification import _rows, _write_csv, tiny_bert  # noqa: F401 (fixture)
-from tests.cli.test_pretrain import text_files  # noqa: F401 (fixture)
 
 GPT2 = {"n_layer": 2, "n_embd": 32, "n_head": 2}
 
@@ -31,8 +30,8 @@ def test_steps_and_time_by_hand():
 
 
 @pytest.fixture(scope="module")
-def text(text_files):  # noqa: F811 (fixture)
-    """test_pretrain's text files (540 training lines of _corpus(600)) and a tokenizer trained on them."""
+def text(text_files):
+    """The shared text files (540 training lines of ``pretrain_lines(600)``) and a tokenizer trained on them."""
     from llmtune.config.schema import TokenizerConfig
     from llmtune.tokenizer import train_tokenizer
 
@@ -89,12 +88,12 @@ def test_pretrain_dry_run_cli_writes_nothing(cli, text, tmp_path):
     assert not out.exists()
 
 
-def test_finetune_estimates_with_frozen_embeddings_and_lora(text, tiny_bert, tmp_path):  # noqa: F811 (fixture)
+def test_finetune_estimates_with_frozen_embeddings_and_lora(text, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from llmtune.runs.dryrun import dry_run
 
-    _write_csv(tmp_path / "train.csv", _rows(90, seed=1))
+    write_csv(tmp_path / "train.csv", classification_rows(90, seed=1))
     base = dict(task="classification", model=str(tiny_bert), dataset=str(tmp_path / "train.csv"), batch_size=16,
                 output_dir=str(tmp_path / "run"))
     frozen = dry_run(_config("finetune", **base, set_=["train.freeze_embeddings=true"]))

@@ -12,51 +12,27 @@ import math
 import shutil
 
 import pytest
-from test_finetune_classification import (  # noqa: F401 - data and tiny_bert are fixtures
-    CLASSES,
-    _invoke,
-    _rows,
-    _write_csv,
-    _write_jsonl,
-    data,
-    tiny_bert,
-)
+from helpers import CLASSES, classification_rows, invoke, one_line_error, read_jsonl, write_csv, write_jsonl
 
 LM_LINES = [f"the {a} {n} walks to the {p} ." for a in ("red", "old", "shy") for n in ("cat", "dog")
             for p in ("hill", "lake")]
 SHORT = ["--set", "train.max_length=32"]
 
 
-def _lines(result):
-    return [line for line in result.output.splitlines() if line.strip() and not line.startswith("[llmtune]")]
-
-
-def _one_line_error(result, *words):
-    assert result.exit_code == 2, result.output
-    lines = _lines(result)
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-
-
-def _jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest.fixture(scope="module")
-def finetuned(tiny_bert, data, tmp_path_factory):  # noqa: F811 - fixtures imported above
+def finetuned(tiny_bert, cls_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "cls"
-    result = _invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", data / "train.csv",
-                     "--eval-dataset", data / "val.csv", "-o", out, "--epochs", "1", "--lr", "3e-3",
-                     "--batch-size", "8", "--set", "model.config={initializer_range: 0.2}", "--set",
-                     "train.freeze_embeddings=false", "--set", "train.logging_steps=5", "--set", "train.eval_steps=10",
-                     "--set", "train.save_steps=1000", *SHORT)
+    result = invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", cls_data / "train.csv",
+                    "--eval-dataset", cls_data / "val.csv", "-o", out, "--epochs", "1", "--lr", "3e-3",
+                    "--batch-size", "8", "--set", "model.config={initializer_range: 0.2}", "--set",
+                    "train.freeze_embeddings=false", "--set", "train.logging_steps=5", "--set", "train.eval_steps=10",
+                    "--set", "train.save_steps=1000", *SHORT)
     assert result.exit_code == 0, result.output
     return out
 
 
-def test_eval_reproduces_the_training_metrics(finetuned, data):
-    result = _invoke("eval", "--model", finetuned, "--dataset", data / "val.csv", "--batch-size", "7")
+def test_eval_reproduces_the_training_metrics(finetuned, cls_data):
+    result = invoke("eval", "--model", finetuned, "--dataset", cls_data / "val.csv", "--batch-size", "7")
     assert result.exit_code == 0, result.output
     assert "task: classification (from the run's config.yaml)" in result.output
     trained = json.loads((finetuned / "metrics.json").read_text())
@@ -67,8 +43,8 @@ def test_eval_reproduces_the_training_metrics(finetuned, data):
     assert evaluated["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"] and evaluated["labels"] == sorted(CLASSES)
     assert evaluated["per_class"] == trained["per_class"]
-    records = _jsonl(out / "predictions.jsonl")
-    val = list(csv.DictReader(open(data / "val.csv")))
+    records = read_jsonl(out / "predictions.jsonl")
+    val = list(csv.DictReader(open(cls_data / "val.csv")))
     assert [r["input"] for r in records] == [r["text"] for r in val]  # data order, although scored longest first
     assert [r["reference"] for r in records] == [r["label"] for r in val]
     assert all(r["correct"] == (r["reference"] == r["prediction"]) for r in records)
@@ -79,18 +55,18 @@ def test_eval_reproduces_the_training_metrics(finetuned, data):
         assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     assert (out / "run_complete.json").is_file()
     assert (finetuned / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"  # drawn when training finished
-    again = _invoke("eval", "--model", finetuned, "--dataset", data / "val.csv")
-    _one_line_error(again, "finished run", "--overwrite")
+    again = invoke("eval", "--model", finetuned, "--dataset", cls_data / "val.csv")
+    one_line_error(again, "finished run", "--overwrite")
 
 
 def test_report_rebuilds_plots_and_report(finetuned):
     shutil.rmtree(finetuned / "plots")
-    result = _invoke("report", finetuned)
+    result = invoke("report", finetuned)
     assert result.exit_code == 0, result.output
     for name in ("curves.png", "confusion_matrix.png", "per_class_f1.png"):
         assert (finetuned / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     report = (finetuned / "report.md").read_text()
-    evals = [r for r in _jsonl(finetuned / "logs" / "metrics.jsonl") if "eval_loss" in r]
+    evals = [r for r in read_jsonl(finetuned / "logs" / "metrics.jsonl") if "eval_loss" in r]
     assert len(evals) == 3  # at steps 10, 20 and 25 (the end)
     history = report.split("## Evaluations during training")[1].split("##")[0]
     assert len([line for line in history.splitlines() if line.startswith("| ")]) == 1 + len(evals)
@@ -100,11 +76,11 @@ def test_report_rebuilds_plots_and_report(finetuned):
 
 
 def test_report_of_a_folder_without_metrics(tmp_path):
-    _one_line_error(_invoke("report", tmp_path), "neither metrics.json nor eval_metrics.json")
+    one_line_error(invoke("report", tmp_path), "neither metrics.json nor eval_metrics.json")
 
 
 @pytest.fixture(scope="module")
-def always_sports(tiny_bert, tmp_path_factory):  # noqa: F811
+def always_sports(tiny_bert, tmp_path_factory):
     """An HF folder (no run dir) whose classifier ignores the text and always answers 'sports'."""
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -124,13 +100,13 @@ def always_sports(tiny_bert, tmp_path_factory):  # noqa: F811
 
 @pytest.mark.parametrize("labels", ["names", "ids"])
 def test_confusion_matrix_of_a_constant_classifier(always_sports, tmp_path, monkeypatch, labels):
-    rows = _rows(30, seed=7)
+    rows = classification_rows(30, seed=7)
     names = sorted(CLASSES)
     if labels == "ids":  # integer labels are class ids when the model's classes have names
         rows = [{**r, "label": names.index(r["label"])} for r in rows]
-    _write_csv(tmp_path / "test.csv", rows)
+    write_csv(tmp_path / "test.csv", rows)
     monkeypatch.chdir(tmp_path)
-    result = _invoke("eval", "--model", always_sports, "--dataset", "test.csv", "--max-samples", "20")
+    result = invoke("eval", "--model", always_sports, "--dataset", "test.csv", "--max-samples", "20")
     assert result.exit_code == 0, result.output
     assert "from the model's architecture BertForSequenceClassification" in result.output
     out = tmp_path / "runs" / f"eval-{always_sports.name}"
@@ -142,7 +118,7 @@ def test_confusion_matrix_of_a_constant_classifier(always_sports, tmp_path, monk
     # sports: precision = share of sports rows, recall 1; the other classes score 0.
     assert metrics["per_class"][1]["f1"] == pytest.approx(2 * counts[1] / (counts[1] + 20))
     assert metrics["eval_f1_macro"] == pytest.approx(metrics["per_class"][1]["f1"] / 3)
-    assert len(_jsonl(out / "predictions.jsonl")) == 20
+    assert len(read_jsonl(out / "predictions.jsonl")) == 20
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +158,8 @@ def _direct_nll(model_dir, texts):
 def test_causal_lm_bits_per_char_by_hand(tiny_gpt2, tmp_path):
     texts = LM_LINES[:6]
     (tmp_path / "val.txt").write_text("\n".join(texts) + "\n")
-    result = _invoke("eval", "--model", tiny_gpt2, "--dataset", tmp_path / "val.txt", "--task", "lm", "-o",
-                     tmp_path / "whole", "--set", "train.max_length=128")
+    result = invoke("eval", "--model", tiny_gpt2, "--dataset", tmp_path / "val.txt", "--task", "lm", "-o",
+                    tmp_path / "whole", "--set", "train.max_length=128")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "whole" / "eval_metrics.json").read_text())
     total, tokens = _direct_nll(tiny_gpt2, texts)
@@ -193,21 +169,21 @@ def test_causal_lm_bits_per_char_by_hand(tiny_gpt2, tmp_path):
     assert metrics["eval_bits_per_char"] == pytest.approx((total / tokens) * tokens / chars / math.log(2), rel=1e-5)
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-5)
     # A window of 16 tokens moving by 8 scores every token once, each with less context.
-    result = _invoke("eval", "--model", tiny_gpt2, "--dataset", tmp_path / "val.txt", "--task", "lm", "-o",
-                     tmp_path / "sliding", "--set", "train.max_length=16", "--set", "eval.stride=8")
+    result = invoke("eval", "--model", tiny_gpt2, "--dataset", tmp_path / "val.txt", "--task", "lm", "-o",
+                    tmp_path / "sliding", "--set", "train.max_length=16", "--set", "eval.stride=8")
     assert result.exit_code == 0, result.output
     sliding = json.loads((tmp_path / "sliding" / "eval_metrics.json").read_text())
     assert sliding["eval_tokens"] == tokens and sliding["eval_loss"] != pytest.approx(metrics["eval_loss"], rel=1e-6)
     assert "sliding window of 16 tokens moving by 8" in (tmp_path / "sliding" / "report.md").read_text()
 
 
-def test_masked_lm_uses_a_fixed_mask(tiny_bert, tmp_path):  # noqa: F811
-    (tmp_path / "val.txt").write_text("\n".join(r["text"] for r in _rows(80, seed=3)) + "\n")
+def test_masked_lm_uses_a_fixed_mask(tiny_bert, tmp_path):
+    (tmp_path / "val.txt").write_text("\n".join(r["text"] for r in classification_rows(80, seed=3)) + "\n")
     losses = []
     for batch in ("2", "8"):
         out = tmp_path / f"b{batch}"
-        result = _invoke("eval", "--model", tiny_bert, "--dataset", tmp_path / "val.txt", "--batch-size", batch, "-o",
-                         out, *SHORT)
+        result = invoke("eval", "--model", tiny_bert, "--dataset", tmp_path / "val.txt", "--batch-size", batch, "-o",
+                        out, *SHORT)
         assert result.exit_code == 0, result.output
         metrics = json.loads((out / "eval_metrics.json").read_text())
         losses.append(metrics["eval_loss"])
@@ -221,16 +197,16 @@ def test_generation_response_perplexity_and_generated_scores(tiny_gpt2, tmp_path
 
     rows = [{"prompt": f"the {a} cat walks to the", "completion": f" {p} ."} for a in ("red", "old")
             for p in ("hill", "lake")]
-    _write_jsonl(tmp_path / "dev.jsonl", rows)
-    result = _invoke("eval", "--model", tiny_gpt2, "--dataset", tmp_path / "dev.jsonl", "--task", "generation",
-                     "--generate", "--set", "generate.max_new_tokens=3", "-o", tmp_path / "out")
+    write_jsonl(tmp_path / "dev.jsonl", rows)
+    result = invoke("eval", "--model", tiny_gpt2, "--dataset", tmp_path / "dev.jsonl", "--task", "generation",
+                    "--generate", "--set", "generate.max_new_tokens=3", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "eval_metrics.json").read_text())
     tok = AutoTokenizer.from_pretrained(str(tiny_gpt2))
     # Each completion's tokens plus the eos that closes it; the prompt is not scored.
     assert metrics["eval_response_tokens"] == sum(len(tok(r["completion"])["input_ids"]) + 1 for r in rows)
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
-    records = _jsonl(tmp_path / "out" / "predictions.jsonl")
+    records = read_jsonl(tmp_path / "out" / "predictions.jsonl")
     assert [r["reference"] for r in records] == [r["completion"].strip() for r in rows]
     assert all(isinstance(r["prediction"], str) and r["loss"] > 0 for r in records)
     assert metrics["eval_exact_match"] == sum(r["correct"] for r in records) / 4
@@ -239,7 +215,7 @@ def test_generation_response_perplexity_and_generated_scores(tiny_gpt2, tmp_path
 
 
 @pytest.fixture(scope="module")
-def qa_model(tiny_bert, tmp_path_factory):  # noqa: F811
+def qa_model(tiny_bert, tmp_path_factory):
     from transformers import AutoModelForQuestionAnswering
 
     root = tmp_path_factory.mktemp("qa")
@@ -252,14 +228,14 @@ def qa_model(tiny_bert, tmp_path_factory):  # noqa: F811
 def test_qa_exact_match_matches_the_predictions(qa_model, tmp_path):
     from llmtune.data.builtin import builtin_dir
 
-    rows = _jsonl(builtin_dir("qa") / "validation.jsonl")[:10]
+    rows = read_jsonl(builtin_dir("qa") / "validation.jsonl")[:10]
     rows += [{**rows[0], "id": "no-answer", "answers": {"text": [], "answer_start": []}}]
-    _write_jsonl(tmp_path / "dev.jsonl", rows)
-    result = _invoke("eval", "--model", qa_model, "--dataset", tmp_path / "dev.jsonl", "-o", tmp_path / "out",
-                     "--set", "train.max_length=64", "--set", "data.allow_no_answer=true")
+    write_jsonl(tmp_path / "dev.jsonl", rows)
+    result = invoke("eval", "--model", qa_model, "--dataset", tmp_path / "dev.jsonl", "-o", tmp_path / "out",
+                    "--set", "train.max_length=64", "--set", "data.allow_no_answer=true")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out" / "eval_metrics.json").read_text())
-    records = _jsonl(tmp_path / "out" / "predictions.jsonl")
+    records = read_jsonl(tmp_path / "out" / "predictions.jsonl")
     assert len(records) == 11 and records[-1]["reference"] == []
     assert metrics["eval_exact_match"] == pytest.approx(100 * sum(r["correct"] for r in records) / 11)
     assert metrics["eval_NoAns_total"] == 1 and metrics["eval_HasAns_total"] == 10
@@ -267,12 +243,12 @@ def test_qa_exact_match_matches_the_predictions(qa_model, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bad(tiny_bert, always_sports, tmp_path_factory):  # noqa: F811
+def bad(tiny_bert, always_sports, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    good = _rows(12, seed=5)
-    _write_csv(root / "val.csv", good)
+    good = classification_rows(12, seed=5)
+    write_csv(root / "val.csv", good)
     (root / "stars.csv").write_text("text,stars\n" + "".join(f"{r['text']},{i % 2}\n" for i, r in enumerate(good)))
-    _write_csv(root / "unseen.csv", [{**r, "label": "politics"} for r in good[:3]] + good[3:])
+    write_csv(root / "unseen.csv", [{**r, "label": "politics"} for r in good[:3]] + good[3:])
     for name, keep in (("no-weights", ("config.json", "tokenizer.json", "tokenizer_config.json")),
                        ("no-tokenizer", ("config.json", "model.safetensors")),
                        ("no-arch", ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"))):
@@ -301,7 +277,7 @@ BAD = [
 def test_bad_input_one_line_exit_2(bad, tmp_path, name, model, dataset, extra, words):
     root, sports = bad
     out = tmp_path / "out"
-    result = _invoke("eval", "--model", sports if model == "sports" else root / model, "--dataset", root / dataset,
-                     "-o", out, *extra)
-    _one_line_error(result, *words)
+    result = invoke("eval", "--model", sports if model == "sports" else root / model, "--dataset", root / dataset,
+                    "-o", out, *extra)
+    one_line_error(result, *words)
     assert not out.exists(), "a failed evaluation leaves no folder behind"

@@ -7,74 +7,11 @@ tokenizer), built from a config in a second instead of pre-trained; the data has
 
 import csv
 import json
-import random
 import shutil
 
 import pytest
+from helpers import CLASSES, classification_rows, invoke, png_size, write_csv, write_jsonl
 
-CLASSES = {
-    "sports": ["football", "goal", "match", "team", "coach"],
-    "weather": ["rain", "sunny", "storm", "cloudy", "wind"],
-    "cooking": ["recipe", "oven", "flour", "soup", "garlic"],
-}
-FILLER = ["the", "a", "today", "we", "saw", "some", "very", "new", "old", "people", "said", "that", "it", "was"]
-
-
-def _rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    names = list(CLASSES)
-    rows = []
-    for i in range(n):
-        label = names[i % len(names)] if i % 5 else names[0]  # sports is the majority class
-        words = rng.sample(FILLER, 3) + rng.sample(CLASSES[label], 2)
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
-def _write_csv(path, rows, fields=("text", "label")):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row[k] for k in fields})
-    return path
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A BertForMaskedLM + WordPiece tokenizer folder, as `llmtune pretrain --arch bert` saves."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("bert")
-    corpus = [r["text"] for r in _rows(300, seed=0)]
-    tok = train_tokenizer(corpus, TokenizerConfig(type="wordpiece", vocab_size=200, min_frequency=1,
-                                                  model_max_length=128), family="masked")
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertForMaskedLM(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
-    return root
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cls-data")
-    _write_csv(root / "train.csv", _rows(200, seed=1))
-    _write_csv(root / "val.csv", _rows(60, seed=2))
-    return root
-
-
-FAST = ["--epochs", "3", "--lr", "1e-3", "--batch-size", "16", "--set", "train.max_length=32",
-        "--set", "train.logging_steps=5"]
 # The encoder is random, not pre-trained: a larger initial scale for the new pooler/head (a model.config
 # override, passed through to from_pretrained) lets it find the keywords in 3 epochs on every seed tried.
 # Its random token embeddings must learn too, so they are not frozen as the default recipe does.
@@ -83,33 +20,19 @@ FAST = ["--epochs", "3", "--lr", "3e-3", "--batch-size", "8", "--set", "train.ma
         "--set", "train.freeze_embeddings=false"]
 
 
-def _invoke(*args):
-    from typer.testing import CliRunner
-
-    from llmtune.cli.app import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
-def finetuned(tiny_bert, data, tmp_path_factory):
+def finetuned(tiny_bert, cls_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "cls"
-    result = _invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", data / "train.csv",
-                     "--eval-dataset", data / "val.csv", "-o", out, *FAST)
+    result = invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", cls_data / "train.csv",
+                    "--eval-dataset", cls_data / "val.csv", "-o", out, *FAST)
     return result, out
 
 
-def _png_size(path):
-    raw = path.read_bytes()
-    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR", path
-    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
-
-
-def test_finetune_learns_and_reports(finetuned, data):
+def test_finetune_learns_and_reports(finetuned, cls_data):
     result, out = finetuned
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    val = list(csv.DictReader(open(data / "val.csv")))
+    val = list(csv.DictReader(open(cls_data / "val.csv")))
     majority = max(sum(r["label"] == name for r in val) for name in CLASSES) / len(val)
     assert majority < 0.5 and metrics["eval_accuracy"] >= 0.85
     for key in ("f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_weighted"):
@@ -120,14 +43,14 @@ def test_finetune_learns_and_reports(finetuned, data):
     assert [row["label"] for row in metrics["per_class"]] == sorted(CLASSES)
     assert sum(row["support"] for row in metrics["per_class"]) == len(val)
     for name in ("confusion_matrix.png", "per_class_f1.png"):
-        width, height = _png_size(out / "plots" / name)
+        width, height = png_size(out / "plots" / name)
         assert width > 100 and height > 100
     assert "classes in training data (3 classes, 200 rows)" in result.output
     assert "new weights (trained from scratch" in result.output and "classifier" in result.output
     assert (out / "run_complete.json").is_file() and (out / "model.safetensors").is_file()
 
 
-def test_saved_model_reproduces_eval_accuracy(finetuned, data):
+def test_saved_model_reproduces_eval_accuracy(finetuned, cls_data):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -135,7 +58,7 @@ def test_saved_model_reproduces_eval_accuracy(finetuned, data):
     model = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
     tok = AutoTokenizer.from_pretrained(str(out))
     assert model.config.id2label == dict(enumerate(sorted(CLASSES)))
-    val = list(csv.DictReader(open(data / "val.csv")))
+    val = list(csv.DictReader(open(cls_data / "val.csv")))
     batch = tok([r["text"] for r in val], truncation=True, max_length=32, padding=True, return_tensors="pt")
     with torch.no_grad():
         predicted = model(**batch).logits.argmax(-1).tolist()
@@ -144,32 +67,43 @@ def test_saved_model_reproduces_eval_accuracy(finetuned, data):
 
 
 def test_multi_label_with_balanced_weights(tiny_bert, tmp_path, monkeypatch):
-    """List-valued labels train a multi-label head; class weights reach the Trainer's loss."""
-    import llmtune.runs.finetune as runner
-    from llmtune.tasks.classification import ClassificationTask, WeightedLoss
+    """List-valued labels train a multi-label head; ``--set train.class_weights=balanced`` reaches the loss.
+
+    Training rows 0-39 (the blank row is skipped): ``classification_rows`` gives row i sports when
+    i % 5 == 0, else class i % 3 (sports, weather, cooking), and "news" joins every 4th row, so the counts
+    are cooking 10, news 10, sports 8 + 11 = 19, weather 11 of 40. Balanced multi-label weights are each
+    label's negatives / positives: 30/10, 30/10, 21/19, 29/11. One epoch of 40 rows in batches of 8 is
+    5 training steps, each computing its loss with them (evaluation calls run without gradients).
+    """
+    import torch
+
+    from llmtune.tasks.classification import WeightedLoss
 
     rows = [{"text": r["text"], "label": [r["label"], "news"] if i % 4 == 0 else [r["label"]]}
-            for i, r in enumerate(_rows(48, seed=3))]
-    _write_jsonl(tmp_path / "train.jsonl", rows[:40] + [{"text": "  ", "label": ["news"]}])
-    _write_jsonl(tmp_path / "val.jsonl", rows[40:])
+            for i, r in enumerate(classification_rows(48, seed=3))]
+    write_jsonl(tmp_path / "train.jsonl", rows[:40] + [{"text": "  ", "label": ["news"]}])
+    write_jsonl(tmp_path / "val.jsonl", rows[40:])
     losses = []
     original = WeightedLoss.__call__
 
     def spy(self, *args, **kwargs):
-        losses.append(self.weights)
+        losses.append((self.weights, torch.is_grad_enabled()))
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(WeightedLoss, "__call__", spy)
-    # train.class_weights is not in the schema yet: hand the runner a task that asks for it.
-    monkeypatch.setattr(runner, "make_task", lambda cfg: ClassificationTask("balanced"))
     out = tmp_path / "run"
-    result = _invoke("finetune", "--task", "classification", "--model", tiny_bert,
-                     "--dataset", tmp_path / "train.jsonl", "--eval-dataset", tmp_path / "val.jsonl", "-o", out,
-                     "--epochs", "1", "--batch-size", "8", "--set", "train.max_length=32")
+    result = invoke("finetune", "--task", "classification", "--model", tiny_bert,
+                    "--dataset", tmp_path / "train.jsonl", "--eval-dataset", tmp_path / "val.jsonl", "-o", out,
+                    "--epochs", "1", "--batch-size", "8", "--set", "train.max_length=32",
+                    "--set", "train.class_weights=balanced")
     assert result.exit_code == 0, result.output
-    assert "multi-label" in result.output and "class weights: cooking" in result.output
+    assert "multi-label" in result.output
+    assert "class weights: cooking 3, news 3, sports 1.11, weather 2.64" in result.output
     assert "skipped 1 of 41 rows of the training data (train.jsonl) with an empty text" in result.output
-    assert losses and len(losses[0]) == 4
+    assert losses and len(losses[0][0]) == 4
+    assert sum(training for _, training in losses) == 5
+    for weights, _ in losses:
+        assert weights == pytest.approx([30 / 10, 30 / 10, 21 / 19, 29 / 11])
     metrics = json.loads((out / "metrics.json").read_text())
     assert "confusion_matrix" not in metrics and len(metrics["per_class"]) == 4
     assert (out / "plots" / "per_class_f1.png").is_file()
@@ -194,15 +128,15 @@ def classifier_2_labels(tiny_bert, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bad_inputs(tiny_bert, classifier_2_labels, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    good = _rows(30, seed=5)
-    _write_csv(root / "train.csv", good)
+    good = classification_rows(30, seed=5)
+    write_csv(root / "train.csv", good)
     (root / "stars.csv").write_text("text,stars\n" + "".join(f"{r['text']},{i % 2}\n" for i, r in enumerate(good)))
     floats = "".join(f"{r['text']},{i % 3 + 0.5}\n" for i, r in enumerate(good))
     (root / "floats.csv").write_text("text,label\n" + floats)
-    _write_jsonl(root / "dicts.jsonl", [{"text": r["text"], "label": {"name": r["label"]}} for r in good])
-    _write_csv(root / "one.csv", [{**r, "label": "sports"} for r in good])
-    _write_csv(root / "unseen.csv", [{**r, "label": "politics"} for r in good[:4]] + good[4:])
-    _write_jsonl(root / "mixed.jsonl", [{"text": r["text"], "label": [r["label"], 1]} for r in good])
+    write_jsonl(root / "dicts.jsonl", [{"text": r["text"], "label": {"name": r["label"]}} for r in good])
+    write_csv(root / "one.csv", [{**r, "label": "sports"} for r in good])
+    write_csv(root / "unseen.csv", [{**r, "label": "politics"} for r in good[:4]] + good[4:])
+    write_jsonl(root / "mixed.jsonl", [{"text": r["text"], "label": [r["label"], 1]} for r in good])
     no_tok = root / "no-tokenizer"
     no_tok.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -228,8 +162,8 @@ def test_bad_input_one_line_exit_2(bad_inputs, tmp_path, name, model, train, val
     model_dir = root / model.split("/", 1)[1] if model.startswith("root/") else bad_inputs[model]
     out = tmp_path / "run"
     extra = ["--eval-dataset", root / val] if val else []
-    result = _invoke("finetune", "--task", "classification", "--model", model_dir, "--dataset", root / train,
-                     *extra, "-o", out, "--max-steps", "1")
+    result = invoke("finetune", "--task", "classification", "--model", model_dir, "--dataset", root / train,
+                    *extra, "-o", out, "--max-steps", "1")
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("[llmtune]")]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
@@ -240,20 +174,20 @@ def test_bad_input_one_line_exit_2(bad_inputs, tmp_path, name, model, train, val
 
 def test_ignore_mismatched_sizes_replaces_head(bad_inputs, tmp_path):
     out = tmp_path / "run"
-    result = _invoke("finetune", "--task", "classification", "--model", bad_inputs["cls2"], "--dataset",
-                     bad_inputs["root"] / "train.csv", "-o", out, "--max-steps", "2", "--batch-size", "4",
-                     "--set", "model.ignore_mismatched_sizes=true", "--set", "train.max_length=32")
+    result = invoke("finetune", "--task", "classification", "--model", bad_inputs["cls2"], "--dataset",
+                    bad_inputs["root"] / "train.csv", "-o", out, "--max-steps", "2", "--batch-size", "4",
+                    "--set", "model.ignore_mismatched_sizes=true", "--set", "train.max_length=32")
     assert result.exit_code == 0, result.output
     assert "re-initialised for a new shape: classifier" in result.output
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "cooking", "1": "sports", "2": "weather"}
 
 
-def test_default_recipe_freezes_token_embeddings_and_drops_dropout(tiny_bert, data, tmp_path):
+def test_default_recipe_freezes_token_embeddings_and_drops_dropout(tiny_bert, cls_data, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     out = tmp_path / "run"
-    result = _invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", data / "train.csv",
-                     "--eval-dataset", data / "val.csv", "-o", out, "--max-steps", "3", "--set", "train.max_length=32")
+    result = invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", cls_data / "train.csv",
+                    "--eval-dataset", cls_data / "val.csv", "-o", out, "--max-steps", "3", "--set", "train.max_length=32")
     assert result.exit_code == 0, result.output
     assert "frozen: input embeddings" in result.output
     assert "new weights (trained from scratch, at 10x the lr): bert.pooler.dense, classifier" in result.output
@@ -266,14 +200,14 @@ def test_default_recipe_freezes_token_embeddings_and_drops_dropout(tiny_bert, da
     assert not before.state_dict()[layer].equal(after.state_dict()[layer])
 
 
-def test_lora_saves_adapters_and_a_merged_model(tiny_bert, data, tmp_path):
+def test_lora_saves_adapters_and_a_merged_model(tiny_bert, cls_data, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = tmp_path / "lora"
-    result = _invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", data / "train.csv",
-                     "--eval-dataset", data / "val.csv", "-o", out, "--lora", "--max-steps", "6", *FAST[2:])
+    result = invoke("finetune", "--task", "classification", "--model", tiny_bert, "--dataset", cls_data / "train.csv",
+                    "--eval-dataset", cls_data / "val.csv", "-o", out, "--lora", "--max-steps", "6", *FAST[2:])
     assert result.exit_code == 0, result.output
     # 2 layers x (query, key, value, 3 dense); the new pooler and classifier train in full.
     assert "LoRA r=8 on 12 layers" in result.output and "(bert.pooler.dense, classifier in full)" in result.output
@@ -293,9 +227,9 @@ def test_qa_plugs_into_the_same_runner(tiny_bert, tmp_path):
     from transformers import AutoModelForQuestionAnswering
 
     out = tmp_path / "qa"
-    result = _invoke("finetune", "--task", "qa", "--model", tiny_bert, "--dataset", "builtin:qa", "--max-samples", "32",
-                     "--set", "data.max_eval_samples=16", "--max-steps", "2", "--batch-size", "8",
-                     "--set", "train.max_length=64", "-o", out)
+    result = invoke("finetune", "--task", "qa", "--model", tiny_bert, "--dataset", "builtin:qa", "--max-samples", "32",
+                    "--set", "data.max_eval_samples=16", "--max-steps", "2", "--batch-size", "8",
+                    "--set", "train.max_length=64", "-o", out)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["eval_exact_match"] <= 100 and 0 <= metrics["eval_f1"] <= 100

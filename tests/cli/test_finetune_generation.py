@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import invoke, read_jsonl, write_jsonl
 
 WORDS = "red blue green apple stone river cloud hammer window meadow tiger lemon".split()
 SFT = ["--max-steps", "40", "--batch-size", "8", "--lr", "1e-2", "--set", "train.eval_steps=20",
@@ -23,15 +24,6 @@ SFT = ["--max-steps", "40", "--batch-size", "8", "--lr", "1e-2", "--set", "train
 def _qa_rows(n, seed):
     rng = random.Random(seed)
     return [{"prompt": f"Q: {' '.join(rng.sample(WORDS, 2))}\nA:", "completion": " yes"} for _ in range(n)]
-
-
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +53,15 @@ def tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="module")
 def qa_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("sft-data")
-    return _jsonl(root / "train.jsonl", _qa_rows(64, 1)), _jsonl(root / "val.jsonl", _qa_rows(8, 2))
-
-
-def _invoke(*args):
-    from typer.testing import CliRunner
-
-    from llmtune.cli.app import app
-
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return write_jsonl(root / "train.jsonl", _qa_rows(64, 1)), write_jsonl(root / "val.jsonl", _qa_rows(8, 2))
 
 
 @pytest.fixture(scope="module")
 def sft_run(tiny_llama, qa_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "sft"
     train, val = qa_data
-    result = _invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", train,
-                     "--eval-dataset", val, "-o", out, *SFT)
+    result = invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", train,
+                    "--eval-dataset", val, "-o", out, *SFT)
     return result, out
 
 
@@ -103,27 +87,27 @@ def test_sft_learns_the_response_and_to_stop(sft_run, qa_data):
     assert metrics["data_format"] == "prompt_completion"
     assert metrics["train_examples"] == 64 and metrics["train_examples_dropped"] == 0
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
-    evals = [r["eval_loss"] for r in _read_jsonl(out / "logs" / "metrics.jsonl") if "eval_loss" in r]
+    evals = [r["eval_loss"] for r in read_jsonl(out / "logs" / "metrics.jsonl") if "eval_loss" in r]
     assert len(evals) == 2 and evals[1] < evals[0] < 2.0  # ~6 (ln 400) for the untrained model
-    samples = _read_jsonl(out / "samples.jsonl")
+    samples = read_jsonl(out / "samples.jsonl")
     assert [s["step"] for s in samples] == [20, 20, 20, 40, 40, 40]
-    prompts = [r["prompt"] for r in _read_jsonl(qa_data[1])[:3]]
+    prompts = [r["prompt"] for r in read_jsonl(qa_data[1])[:3]]
     assert [s["prompt"] for s in samples[3:]] == prompts
     assert all(s["completion"] == " yes" and s["stopped"] for s in samples[3:])
 
 
 def test_export_copies_the_model_which_answers_a_new_prompt_and_stops(sft_run, tmp_path):
     _, run = sft_run
-    result = _invoke("export", run, "--output-dir", tmp_path / "exported")
+    result = invoke("export", run, "--output-dir", tmp_path / "exported")
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "exported").iterdir())
     assert names == ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                      "tokenizer_config.json"]
     new_ids, tok = _greedy(tmp_path / "exported", "Q: lemon tiger\nA:")
     assert tok.decode(new_ids[:-1]) == " yes" and new_ids[-1] == tok.eos_token_id
-    again = _invoke("export", run, "--output-dir", tmp_path / "exported")
+    again = invoke("export", run, "--output-dir", tmp_path / "exported")
     assert again.exit_code == 2 and "--overwrite" in again.output
-    merge = _invoke("export", run, "--merge", "--output-dir", tmp_path / "merged")
+    merge = invoke("export", run, "--merge", "--output-dir", tmp_path / "merged")
     assert merge.exit_code == 2
     assert "holds no LoRA adapters" in merge.output and "drop --merge to copy the full model" in merge.output
 
@@ -135,20 +119,20 @@ def test_lora_chat_with_packing_then_export_merge_loads_without_peft(tiny_llama,
     from llmtune.chat_template import BUILTIN_CHAT_TEMPLATE
 
     run = tmp_path / "lora"
-    result = _invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", "builtin:chat",
-                     "--max-samples", "48", "--set", "data.max_eval_samples=4", "--lora", "--packing",
-                     "--max-steps", "4", "--batch-size", "4", "--lr", "1e-2", "-o", run)
+    result = invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", "builtin:chat",
+                    "--max-samples", "48", "--set", "data.max_eval_samples=4", "--lora", "--packing",
+                    "--max-steps", "4", "--batch-size", "4", "--lr", "1e-2", "-o", run)
     assert result.exit_code == 0, result.output
     assert "no chat template: using llmtune's builtin one" in result.output
     assert "packing: 48 training examples in" in result.output
     assert "LoRA r=8 on 14 layers" in result.output  # q/k/v/o/gate/up/down x 2 layers; the tied LM head is not adapted
     assert (run / "adapter" / "adapter_config.json").is_file()
     merged = tmp_path / "merged"
-    result = _invoke("export", run, "--merge", "-o", merged)
+    result = invoke("export", run, "--merge", "-o", merged)
     assert result.exit_code == 0, result.output
     assert not any(p.name.startswith("adapter") for p in merged.iterdir())
     assert AutoTokenizer.from_pretrained(str(merged)).chat_template == BUILTIN_CHAT_TEMPLATE
-    bare = _invoke("export", run / "adapter", "--merge", "-o", tmp_path / "from-adapter")
+    bare = invoke("export", run / "adapter", "--merge", "-o", tmp_path / "from-adapter")
     assert bare.exit_code == 0, bare.output
     x = torch.tensor([[5, 6, 7, 8, 9]])
     logits = {name: AutoModelForCausalLM.from_pretrained(str(path)).eval()(x).logits for name, path in (
@@ -166,10 +150,10 @@ def test_lora_chat_with_packing_then_export_merge_loads_without_peft(tiny_llama,
 def test_continued_pretraining_on_plain_text(tiny_llama, tmp_path):
     rng = random.Random(3)
     rows = [{"text": " ".join(rng.choice(WORDS) for _ in range(30))} for _ in range(40)]
-    train = _jsonl(tmp_path / "text.jsonl", rows)
-    result = _invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", train,
-                     "--format", "text", "--max-steps", "3", "--batch-size", "4", "--set", "train.max_length=64",
-                     "-o", tmp_path / "cpt")
+    train = write_jsonl(tmp_path / "text.jsonl", rows)
+    result = invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", train,
+                    "--format", "text", "--max-steps", "3", "--batch-size", "4", "--set", "train.max_length=64",
+                    "-o", tmp_path / "cpt")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "cpt" / "metrics.json").read_text())
     assert metrics["data_format"] == "text" and metrics["eval_bits_per_char"] > 0
@@ -180,10 +164,10 @@ def test_data_inspect_shows_the_trained_tokens(tiny_llama, qa_data):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
-    first = _read_jsonl(qa_data[0])[0]
+    first = read_jsonl(qa_data[0])[0]
     n_prompt, n_answer = len(tok(first["prompt"])["input_ids"]), len(tok(" yes")["input_ids"])
-    result = _invoke("data", "inspect", "--dataset", qa_data[0], "--task", "generation", "--model", tiny_llama,
-                     "--show-masking", "1", "-n", "0")
+    result = invoke("data", "inspect", "--dataset", qa_data[0], "--task", "generation", "--model", tiny_llama,
+                    "--show-masking", "1", "-n", "0")
     assert result.exit_code == 0, result.output
     assert f"train row 1: {n_prompt + n_answer + 1} tokens, {n_answer + 1} trained" in result.output
     assert "A: yes<|endoftext|>" in result.output
@@ -197,7 +181,7 @@ def _bad_rows(root):
         "emptyreply": [{"instruction": "Say hi.", "input": "", "output": ""}],
         "longprompt": [{"prompt": "word " * 300, "completion": " yes"}] * 4,
     }
-    return {name: _jsonl(root / f"{name}.jsonl", r * 4) for name, r in rows.items()}
+    return {name: write_jsonl(root / f"{name}.jsonl", r * 4) for name, r in rows.items()}
 
 
 def _raising_template_model(tiny_llama, root):
@@ -227,9 +211,9 @@ BAD = [
 def test_bad_generation_input_one_line_exit_2(tiny_llama, tmp_path, name, data, extra, words):
     files = _bad_rows(tmp_path)
     if name == "lora targets match nothing":
-        _jsonl(files[data], [{"text": " ".join(WORDS * 3)}] * 8)
-    result = _invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", files[data],
-                     "--max-steps", "1", "-o", tmp_path / "run", *extra)
+        write_jsonl(files[data], [{"text": " ".join(WORDS * 3)}] * 8)
+    result = invoke("finetune", "--task", "generation", "--model", tiny_llama, "--dataset", files[data],
+                    "--max-steps", "1", "-o", tmp_path / "run", *extra)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
@@ -240,8 +224,8 @@ def test_bad_generation_input_one_line_exit_2(tiny_llama, tmp_path, name, data, 
 
 def test_a_chat_template_that_fails_shows_the_row(tiny_llama, tmp_path):
     model = _raising_template_model(tiny_llama, tmp_path)
-    result = _invoke("finetune", "--task", "generation", "--model", model, "--dataset", "builtin:chat",
-                     "--max-samples", "8", "--max-steps", "1", "-o", tmp_path / "run")
+    result = invoke("finetune", "--task", "generation", "--model", model, "--dataset", "builtin:chat",
+                    "--max-samples", "8", "--max-steps", "1", "-o", tmp_path / "run")
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "chat template failed on row 2 (System role not supported)" in text and "You are a helpful" in text

@@ -4,33 +4,7 @@ import json
 import math
 
 import pytest
-
-SENTENCES = [
-    "the {a} {n} walks to the {p} in the morning .",
-    "a {a} {n} sleeps near the {p} at night .",
-    "every {n} likes the {a} {p} .",
-]
-ADJ = ["red", "small", "quiet", "old", "happy"]
-NOUNS = ["cat", "dog", "bird", "fox", "horse"]
-PLACES = ["river", "market", "garden", "forest", "hill"]
-
-
-def _corpus(n: int) -> list[str]:
-    lines = []
-    for i in range(n):
-        template = SENTENCES[i % len(SENTENCES)]
-        lines.append(template.format(a=ADJ[i % 5], n=NOUNS[(i // 5) % 5], p=PLACES[(i // 25) % 5]))
-    return lines
-
-
-@pytest.fixture(scope="module")
-def text_files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("text")
-    lines = _corpus(600)
-    (root / "train.txt").write_text("\n".join(lines[:540]) + "\n")
-    (root / "val.txt").write_text("\n".join(lines[540:]) + "\n")
-    return root
-
+from helpers import pretrain_lines
 
 TINY = ["--arch", "gpt2", "--set", "model.config={n_layer: 2, n_embd: 32, n_head: 2}", "--set", "train.max_length=32",
         "--set", "tokenizer.vocab_size=300", "--set", "train.time_budget=null", "--set", "train.logging_steps=5"]
@@ -131,7 +105,7 @@ def test_pretrain_reports_samples_mfu_once_and_quietly(cli, text_files, tmp_path
 
 def test_pretrain_resume_continues_from_the_last_checkpoint(cli, tmp_path):
     data = tmp_path / "corpus.txt"  # a file of its own: the first run cannot find a cache from other tests
-    data.write_text("\n".join(_corpus(300)) + "\n")
+    data.write_text("\n".join(pretrain_lines(300)) + "\n")
     out = tmp_path / "run"
     args = ["pretrain", "--dataset", str(data), "--batch-size", "8", "-o", str(out), *TINY,
             "--set", "train.save_steps=2", "--set", "train.eval_steps=4", "--set", "train.logging_steps=1"]
@@ -160,7 +134,7 @@ def masked_tokenizer_dir(tmp_path_factory):
     from llmtune.config.schema import TokenizerConfig
     from llmtune.tokenizer import save_tokenizer, train_tokenizer
 
-    tok = train_tokenizer(_corpus(100), TokenizerConfig(type="wordpiece", vocab_size=200), family="masked")
+    tok = train_tokenizer(pretrain_lines(100), TokenizerConfig(type="wordpiece", vocab_size=200), family="masked")
     return save_tokenizer(tok, tmp_path_factory.mktemp("bert-tok"))
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import png_size
 
 from llmtune.reports import report_md as md
 from llmtune.reports.plots import curves_png, read_jsonl
@@ -10,12 +11,6 @@ from llmtune.reports.run_report import history_table, regenerate
 
 PER_CLASS = [{"label": "neg", "precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2},
              {"label": "pos|x", "precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1}]
-
-
-def _png_size(path):
-    raw = path.read_bytes()
-    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
 
 
 def _log(path, records, extra_lines=()):
@@ -37,14 +32,14 @@ def test_curves_png_draws_loss_lr_and_metrics(tmp_path):
     assert len(read_jsonl(log)) == len(TRAINING_LOG)  # the broken line (a crash mid-write) is skipped
     out = curves_png(log, tmp_path / "plots" / "curves.png")
     # loss, learning rate, eval accuracy, eval f1_macro: a 2 x 2 grid of 6 x 3.6 inch panels at 100 dpi.
-    assert out == tmp_path / "plots" / "curves.png" and _png_size(out) == (1200, 720)
+    assert out == tmp_path / "plots" / "curves.png" and png_size(out) == (1200, 720)
 
 
 def test_curves_png_without_curves(tmp_path):
     log = _log(tmp_path / "metrics.jsonl", [{"step": 0, "train_runtime": 1.0}])
     assert curves_png(log, tmp_path / "curves.png") is None and not (tmp_path / "curves.png").exists()
     only_loss = _log(tmp_path / "loss.jsonl", [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}])
-    assert _png_size(curves_png(only_loss, tmp_path / "loss.png")) == (600, 360)
+    assert png_size(curves_png(only_loss, tmp_path / "loss.png")) == (600, 360)
 
 
 def test_markdown_tables():
