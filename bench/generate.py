@@ -83,7 +83,7 @@ def load_both(folder: Path) -> tuple[Any, Any, Any]:
     """(llmtune's model, the plain model, the tokenizer), both fp32 on CPU."""
     import transformers
 
-    from llmtune.config import load_config
+    from llmtune.config.loader import load_config
     from llmtune.decoding import load_for_generation
 
     cfg = load_config("generate", None, {"model.name_or_path": str(folder)}, ["train.precision=fp32"])
@@ -114,7 +114,7 @@ def plain_single(model: Any, tok: Any, prompt: str, n: int) -> tuple[float, str]
 
 def llmtune_batch(model: Any, tok: Any, texts: list[str], g: Any, batch_size: int) -> float:
     """Aggregate tokens/s of the prompt-file path."""
-    from llmtune.runs.generate import generate_records
+    from llmtune.decoding import generate_records
 
     start = time.perf_counter()
     _, stats = generate_records(model, tok, texts, g, batch_size)

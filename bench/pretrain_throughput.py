@@ -80,7 +80,7 @@ def gemm_peak_flops() -> float:
 
 def llmtune_config(output_dir: Path, total_steps: int) -> Any:
     """The recipe as a user would override it on the command line."""
-    from llmtune.config import load_config
+    from llmtune.config.loader import load_config
     from llmtune.modeling import PRESETS
 
     # Pin the tiny preset's shape: the recipe may shrink its model for CPU quality, but this benchmark
@@ -115,12 +115,12 @@ def bare_setup(cfg: Any, run_dir: Path) -> BareSetup:
     from transformers import AutoConfig, AutoTokenizer
 
     from llmtune.data.loading import load_task_data
-    from llmtune.tasks import TASK_INFO
+    from llmtune.tasks.registry import TASKS
     from llmtune.tasks.lm import LanguageModelTask
 
     datasets.disable_progress_bars()  # the map bar would interleave with the benchmark's lines
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir))
-    data = load_task_data(cfg.data, TASK_INFO["causal_lm"].columns, seed=cfg.train.seed)
+    data = load_task_data(cfg.data, TASKS["causal_lm"].columns, seed=cfg.train.seed)
     blocks = LanguageModelTask(masked=False).preprocess(data.train, tokenizer, BLOCK)
     t = cfg.train
     return BareSetup(AutoConfig.from_pretrained(str(run_dir)), torch.tensor(blocks["input_ids"]), t.lr,

@@ -73,7 +73,8 @@ def generate_all(model_dir: Path, rows: list[dict]) -> Generations:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from llmtune.engine.samples import generate_greedy, stop_ids
+    from llmtune.decoding import stop_ids
+    from llmtune.engine.samples import generate_greedy
     from llmtune.tasks.chat_formats import prompt_text
     from llmtune.tasks.generation import special_prefix
 

@@ -13,21 +13,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from llmtune.errors import ConfigError, DataError, ModelError
 from llmtune.dist import log
+from llmtune.errors import ConfigError, DataError, ModelError
+from llmtune.modeling import context_length
 
 if TYPE_CHECKING:
     from llmtune.config.schema import GenerateConfig, RunConfig
-
-# A tokenizer without a real limit reports a huge sentinel (int(1e30)) as model_max_length.
-_NO_LIMIT = 10**8
-_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
 @dataclass
@@ -169,19 +164,6 @@ class StopWriter:
             self._out(text)
 
 
-def context_length(config: Any, tokenizer: Any = None) -> Optional[int]:
-    """The longest sequence the model takes: its position table, or the tokenizer's limit if lower.
-
-    Returns:
-        Tokens, or None when neither states a limit.
-    """
-    limits = [v for v in (getattr(config, key, None) for key in _POSITION_KEYS) if isinstance(v, int) and v > 0][:1]
-    tok_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_limit, int) and 0 < tok_limit < _NO_LIMIT:
-        limits.append(tok_limit)
-    return min(limits) if limits else None
-
-
 def cap_new_tokens(wanted: int, prompt_len: int, context: Optional[int], warn: bool = True) -> int:
     """``wanted`` new tokens, capped so prompt + completion fit ``context`` (a warning line when capped).
 
@@ -281,7 +263,8 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
         ModelError: No weights, no tokenizer, a bad adapter, or any load failure.
         DataError: A prompt longer than the context.
     """
-    from llmtune.modeling import load_pretrained, resolve_model_path
+    from llmtune.adapters import merge_into, split_adapter, tokenizer_source
+    from llmtune.modeling import check_weights, load_pretrained, model_tokenizer, quiet_transformers, resolve_model_path
 
     if not cfg.model.name_or_path:
         raise ConfigError("no model given; pass --model with a folder from llmtune pretrain/finetune, "
@@ -289,74 +272,19 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
     base, adapter = split_adapter(cfg.model.name_or_path)
     model_path = resolve_model_path(base)
     check_weights(model_path)
-    tokenizer = load_generation_tokenizer(cfg.model.tokenizer or _tokenizer_source(adapter, model_path),
-                                          cfg.model.trust_remote_code)
+    tokenizer = model_tokenizer(cfg, model_path, source=tokenizer_source(adapter, model_path), for_batches=False)
     options = {"trust_remote_code": cfg.model.trust_remote_code}
     config = load_pretrained(model_path, "AutoConfig", **options)
     if check_prompts:
         check_prompt_lengths(tokenizer, check_prompts, context_length(config, tokenizer))
     device, dtype = _device_and_dtype(cfg.train.precision)
-    from llmtune.runs.finetune import quiet_transformers  # one way to hide load tables and progress bars
-
     with quiet_transformers():
         model = load_pretrained(model_path, "AutoModelForCausalLM", allow_pickle=cfg.model.allow_pickle,
                                 dtype=dtype, **options)
         if adapter is not None:
-            model = _merge_adapter(model, adapter)
+            model = merge_into(model, adapter)
+            log(f"applied the LoRA adapter in {adapter} (merged into the base model)")
     return model.to(device).eval(), tokenizer
-
-
-def split_adapter(name: str) -> tuple[str, Optional[Path]]:
-    """``(base model, adapter folder)`` for a bare peft adapter folder, else ``(name, None)``.
-
-    A bare adapter folder holds ``adapter_config.json`` but no ``config.json``; its base model is the
-    ``base_model_name_or_path`` it names. (llmtune LoRA run dirs also hold a merged model at their
-    top, which loads as is.)
-    """
-    path = Path(name).expanduser()
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file() or (path / "config.json").is_file():
-        return name, None
-    try:
-        adapter_cfg = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {config_file}: {exc}; re-save the adapter with save_pretrained") from None
-    base = adapter_cfg.get("base_model_name_or_path")
-    if not base:
-        raise ModelError(f"{config_file} names no base_model_name_or_path; set it to the base model's folder or hub id")
-    task = adapter_cfg.get("task_type")
-    if task not in (None, "CAUSAL_LM"):
-        raise ModelError(f"the adapter in {path} was trained for {task}, not text generation (CAUSAL_LM)")
-    return base, path
-
-
-def check_weights(model_path: str) -> None:
-    """Raise ModelError when a local model folder holds no weight files."""
-    from llmtune.modeling import pickled_weights
-
-    folder = Path(model_path)
-    if folder.is_dir() and not any(folder.glob("*.safetensors")) and not pickled_weights(folder):
-        raise ModelError(f"{model_path} holds no model weights (model.safetensors); pass a folder written by "
-                         "save_pretrained or a finished llmtune run dir")
-
-
-def _tokenizer_source(adapter: Optional[Path], model_path: str) -> str:
-    """The adapter's own tokenizer when it saved one (llmtune does), else the base model's."""
-    from llmtune.tokenizer import TOKENIZER_FILES
-
-    if adapter is not None and any((adapter / f).is_file() for f in TOKENIZER_FILES):
-        return str(adapter)
-    return model_path
-
-
-def load_generation_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
-    """The tokenizer at ``path``, padding with eos when it has no pad token."""
-    from llmtune.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _device_and_dtype(precision: str) -> tuple[str, Any]:
@@ -370,16 +298,61 @@ def _device_and_dtype(precision: str) -> tuple[str, Any]:
     return ("cuda" if device["cuda"] else "cpu"), dtypes[resolve_precision(precision, device)]
 
 
-def _merge_adapter(model: Any, adapter: Path) -> Any:
-    """Apply the peft adapter in ``adapter`` and merge it into the weights (no LoRA cost per token)."""
-    try:
-        from peft import PeftModel
-    except ImportError:
-        raise ModelError(f"{adapter} is a LoRA adapter, which needs peft: pip install peft") from None
-    try:
-        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"could not apply the adapter in {adapter}: {first}") from exc
-    log(f"applied the LoRA adapter in {adapter} (merged into the base model)")
-    return merged
+def run_generate(model: Any, tokenizer: Any, seqs: list[list[int]], g: GenerateConfig, n_new: int,
+                  streamer: Any, stops: Sequence[str]) -> Any:
+    """``model.generate`` on left-padded ``seqs``; returns only the new tokens, ``(len(seqs) * n, n_new')``."""
+    import torch
+
+    input_ids, mask = left_pad(seqs, tokenizer.pad_token_id)
+    config = generation_config(model, tokenizer, g, n_new, stops)
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                             generation_config=config, streamer=streamer,
+                             tokenizer=tokenizer if stops else None)
+    return out[:, input_ids.shape[1]:].cpu()
+
+
+def generate_records(model: Any, tokenizer: Any, prompts: list[str], g: GenerateConfig,
+                     batch_size: int) -> tuple[list[dict[str, Any]], GenerateStats]:
+    """Completions for many prompts, batched by similar length, as records in input order.
+
+    Prompts are sorted longest first (a batch too big for memory fails at once, not at the end) and
+    left-padded, so every row's new tokens start at the same column.
+
+    Returns:
+        ``{"prompt", "completion"}`` per completion (plus ``"index"`` when n > 1), and the timing.
+    """
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    context = context_length(model.config, tokenizer)
+    n = g.num_return_sequences
+    texts: dict[int, list[str]] = {}
+    stats = GenerateStats(completions=len(prompts) * n)
+    stops = stop_ids(model, tokenizer)
+    for batch in _progress(batches):
+        seqs = [encoded[i] for i in batch]
+        n_new = cap_new_tokens(g.max_new_tokens, max(map(len, seqs)), context, warn=not stats.capped)
+        stats.capped = stats.capped or n_new < g.max_new_tokens
+        streamer = TokenStream()  # times the first token only
+        out = run_generate(model, tokenizer, seqs, g, n_new, streamer, g.stop).tolist()
+        stats.record(streamer, sum(count_new_tokens(row, stops, tokenizer.pad_token_id) for row in out))
+        for k, i in enumerate(batch):
+            rows = out[k * n:(k + 1) * n]
+            texts[i] = [cut_at_stop(tokenizer.decode(r, skip_special_tokens=True), g.stop)[0] for r in rows]
+    records = []
+    for i, prompt in enumerate(prompts):
+        for j, text in enumerate(texts[i]):
+            records.append({"prompt": prompt, "completion": text, **({"index": j} if n > 1 else {})})
+    return records, stats
+
+
+def _progress(batches: list[Any]) -> Any:
+    """Iterate ``batches`` with a progress bar on stderr (none for a single batch)."""
+    if len(batches) < 2:
+        return batches
+    from rich.console import Console
+    from rich.progress import track
+
+    console = Console(stderr=True)  # a bar only where someone watches: not in logs or pipes
+    return track(batches, description="generating", console=console, transient=True, disable=not console.is_terminal)

@@ -22,12 +22,18 @@ Heavy libraries (torch, transformers) are imported inside the functions that nee
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from llmtune.dist import log
 from llmtune.errors import ConfigError, ModelError
 from llmtune.hub import hub_offline, looks_like_local_path, require_hub, unreachable_error
+
+if TYPE_CHECKING:
+    from llmtune.config.schema import RunConfig
 
 # Fields are the config class's own names. Position counts are minimums: build_config raises them
 # to max_length when the user did not set them, because unused learned positions are cheap while a
@@ -409,3 +415,106 @@ def estimate_flops_per_token(model_or_config: Any, seq_len: int | None = None) -
         n += output.weight.numel()
     seq_len = seq_len or config.max_position_embeddings
     return float(6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq_len)
+
+
+def model_tokenizer(cfg: RunConfig, model_path: str, source: Optional[str] = None, for_batches: bool = True) -> Any:
+    """The model's own tokenizer (or ``model.tokenizer``), padding with its end-of-text token if it has no pad token.
+
+    Args:
+        cfg: ``model.tokenizer`` (overrides everything) and ``model.trust_remote_code``.
+        model_path: The model folder or hub id.
+        source: Where the tokenizer lives when not with the model (e.g. a LoRA adapter folder).
+        for_batches: Training and evaluation batch rows, so a tokenizer without pad and end-of-text
+            tokens is refused (generation of single prompts does without).
+    """
+    from llmtune.tokenizer import TOKENIZER_FILES, load_tokenizer
+
+    source = cfg.model.tokenizer or source or model_path
+    folder = Path(source).expanduser()
+    if not cfg.model.tokenizer and folder.is_dir() and not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        raise ModelError(
+            f"model folder {source} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}...); pass the one "
+            "the model was trained with: --set model.tokenizer=FOLDER_OR_HUB_ID"
+        )
+    tok = load_tokenizer(source, trust_remote_code=cfg.model.trust_remote_code)
+    if tok.pad_token is None and (tok.eos_token is not None or for_batches):
+        # Decoder-only models (GPT-2, Llama) ship without one; the attention mask hides the padding,
+        # and the sequence-classification heads find the last real token through pad_token_id.
+        if tok.eos_token is None:
+            raise ModelError(f"the tokenizer of {source} has neither a padding nor an end-of-text token; "
+                             "pass a tokenizer that has one with --set model.tokenizer=...")
+        tok.pad_token = tok.eos_token
+        if for_batches:
+            log(f"tokenizer has no padding token: padding with its end-of-text token {tok.eos_token!r}")
+    return tok
+
+
+def capped_max_length(requested: int, config: Any, tokenizer: Any) -> int:
+    """``train.max_length`` capped at what the model can take (its positions, the tokenizer's limit)."""
+    limit = context_length(config, tokenizer) or requested
+    if requested > limit:
+        log(f"train.max_length {requested} is more than the model's {limit} positions: truncating at {limit}")
+    return min(requested, limit)
+
+
+class _DropLoadReport(logging.Filter):
+    """Drop transformers' per-key load table (the runner logs new and re-initialised weights itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load table and progress bars inside the block (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop, bars = _DropLoadReport(), hf_logging.is_progress_bar_enabled()
+    logger.addFilter(drop)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# A tokenizer without a real limit reports a huge sentinel (int(1e30)) as model_max_length.
+_NO_LIMIT = 10**8
+
+
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(config: Any, tokenizer: Any = None) -> Optional[int]:
+    """The longest sequence the model takes: its position table, or the tokenizer's limit if lower.
+
+    Returns:
+        Tokens, or None when neither states a limit.
+    """
+    limits = [v for v in (getattr(config, key, None) for key in _POSITION_KEYS) if isinstance(v, int) and v > 0][:1]
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < _NO_LIMIT:
+        limits.append(tok_limit)
+    return min(limits) if limits else None
+
+
+def check_weights(model_path: str, name: Optional[str] = None) -> None:
+    """Refuse a local model folder without weight files, before anything slow starts.
+
+    Weights are safetensors files (or their index), or pickled weights other than the Trainer's own
+    state files (``pickled_weights``).
+
+    Raises:
+        ModelError: ``model_path`` is a folder with no weights.
+    """
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.index.json")) or pickled_weights(folder):
+        return
+    raise ModelError(f"{name or model_path} has a config.json but no weights (no model weights file such as "
+                     "model.safetensors or pytorch_model.bin); pass the folder save_pretrained wrote, a finished "
+                     "llmtune run dir or one of its checkpoint-N folders")

@@ -116,7 +116,8 @@ def resolve_config(command: str, params: dict[str, Any]) -> Any:
     return cfg
 
 
-def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any]) -> None:
+def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any],
+                  dry_run: Callable[..., Any]) -> None:
     """What a training command does with its parameters: resolve the config, then dry-run, re-launch
     on several processes (``--num-processes``/``--accelerate-config``) or ``run`` here and summarise.
 
@@ -129,9 +130,7 @@ def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any
     resolve_precision(cfg.train.precision)
     processes, accelerate_config = params.get("num_processes"), params.get("accelerate_config")
     if params.get("dry_run"):
-        from llmtune.runs.dryrun import dry_run
-
-        dry_run(cfg, world_size=processes)
+        dry_run(cfg, world_size=processes)  # the runner's own preparation, model on the meta device
         return
     if accelerate_config or (processes is not None and processes != 1):
         from llmtune.launch import relaunch

@@ -5,22 +5,14 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class TaskChoice(str, Enum):
-    """Tasks ``llmtune finetune`` trains."""
-
-    classification = "classification"
-    qa = "qa"
-    generation = "generation"
+from llmtune.tasks.registry import tasks_for
 
 
-class InspectTask(str, Enum):
-    """Tasks whose columns ``llmtune data inspect`` validates and ``llmtune eval`` scores."""
-
-    classification = "classification"
-    qa = "qa"
-    generation = "generation"
-    lm = "lm"
+# --task choices derive from the task registry (llmtune/tasks/registry.py): a new task appears here by itself.
+TaskChoice = Enum("TaskChoice", {name: name for name in tasks_for("finetune")}, type=str)  # type: ignore[misc]
+TaskChoice.__doc__ = "Tasks ``llmtune finetune`` trains."
+InspectTask = Enum("InspectTask", {name: name for name in tasks_for("eval")}, type=str)  # type: ignore[misc]
+InspectTask.__doc__ = "Tasks whose columns ``llmtune data inspect`` validates and ``llmtune eval`` scores."
 
 
 class DataFormat(str, Enum):
@@ -174,6 +166,11 @@ FLAG_PATHS: dict[str, str] = {
     "prompt_column": "generate.prompt_column",
     "eval_batch_size": "train.eval_batch_size",  # `llmtune eval --batch-size`
     "eval_generate": "eval.generate",
+    "host": "serve.host",  # `llmtune serve`
+    "port": "serve.port",
+    "api_key_env": "serve.api_key_env",
+    "max_batch_size": "serve.max_batch_size",
+    "max_queue": "serve.max_queue",
 }
 
 # Command parameters that are NOT config keys, by the command name ``resolve_config`` gets ("*": every

@@ -58,6 +58,6 @@ def finetune(
     dry_run: o.DryRun = False,
 ) -> None:
     params = dict(locals())  # the parameters only, taken before the import binds `run`
-    from llmtune.runs.finetune import run
+    from llmtune.runs import finetune as runner
 
-    train_command("finetune", params, run)
+    train_command("finetune", params, runner.run, runner.dry_run)

@@ -50,6 +50,6 @@ def pretrain(
     dry_run: o.DryRun = False,
 ) -> None:
     params = dict(locals())  # the parameters only, taken before the import binds `run`
-    from llmtune.runs.pretrain import run
+    from llmtune.runs import pretrain as runner
 
-    train_command("pretrain", params, run)
+    train_command("pretrain", params, runner.run, runner.dry_run)

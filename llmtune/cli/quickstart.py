@@ -44,7 +44,7 @@ def quickstart(
 
     from llmtune.config import parse_duration
     from llmtune.errors import ConfigError
-    from llmtune.runs.quickstart import QuickstartOptions, run
+    from llmtune.pipelines.quickstart import QuickstartOptions, run
 
     budgets = (("--lm-budget", lm_budget), ("--mlm-budget", mlm_budget), ("--finetune-budget", finetune_budget))
     for flag, value in budgets:
@@ -67,7 +67,7 @@ def print_quickstart(qs: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from llmtune.runs.quickstart import artefacts
+    from llmtune.pipelines.quickstart import artefacts
 
     console = Console()
     title = f"llmtune quickstart: done in {qs.total_seconds / 60:.1f} min, outputs in {escape(str(qs.root))}/"

@@ -14,8 +14,10 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Command = Literal["pretrain", "finetune", "eval", "generate", "tokenizer", "data"]
-TaskName = Literal["causal_lm", "masked_lm", "classification", "qa", "generation", "lm"]
+from llmtune.config.clean import CleanConfig
+from llmtune.tasks.registry import TASKS, tasks_for
+
+Command = Literal["pretrain", "finetune", "eval", "generate", "tokenizer", "data", "clean", "serve"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
@@ -233,11 +235,35 @@ class EvalConfig(_Section):
     )
 
 
+class ServeConfig(_Section):
+    """The OpenAI-compatible HTTP server of ``llmtune serve`` (``--set serve.max_queue=128`` or a recipe's ``serve:``)."""
+
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="Address to bind; 127.0.0.1 keeps the server local, 0.0.0.0 opens it to the network.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    api_key_env: Optional[str] = Field(
+        None, min_length=1,
+        description="Name of the environment variable holding the API key; requests must then send it as Bearer token.",
+    )
+    model_name: Optional[str] = Field(
+        None, min_length=1, description="Model id clients pass and /v1/models lists (default: the model folder's name)."
+    )
+    max_batch_size: int = Field(8, ge=1, le=256, description="Sequences decoded together in one forward pass.")
+    max_queue: int = Field(64, ge=1, description="Requests allowed to wait for a batch slot; more get HTTP 429.")
+    default_max_tokens: int = Field(
+        256, ge=1, description="New tokens when a request sets no max_tokens (capped by the context)."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; bigger ones get HTTP 413.")
+    shutdown_timeout: float = Field(
+        30.0, gt=0, description="Seconds SIGTERM/Ctrl-C waits for in-flight requests before closing them."
+    )
+
+
 class RunConfig(_Section):
     """Everything one command needs; built by ``llmtune.config.load_config``."""
 
     command: Command = Field("finetune", description="The command this config is for.")
-    task: Optional[TaskName] = Field(None, description="Task plug-in (see llmtune.tasks.TASKS).")
+    task: Optional[str] = Field(None, description="Task plug-in: a name in llmtune.tasks.registry.TASKS.")
     description: str = Field("", description="One line shown by `llmtune recipes list`.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -246,6 +272,16 @@ class RunConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="`llmtune data clean` stages and output.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: Optional[str]) -> Optional[str]:
+        # Checked against the registry at validation time, so a task registered later (a plug-in) is accepted.
+        if value is not None and value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
+        return value
 
 
 def combination_problems(cfg: RunConfig) -> list[str]:
@@ -253,10 +289,13 @@ def combination_problems(cfg: RunConfig) -> list[str]:
     problems: list[str] = []
     if cfg.command == "pretrain" and cfg.model.name_or_path and cfg.model.arch:
         problems.append("model.arch: pretrain builds from scratch with model.arch OR continues model.name_or_path, not both")
+    finetune_tasks = tasks_for("finetune")
+    choices = f"{', '.join(finetune_tasks[:-1])} or {finetune_tasks[-1]}"
     if cfg.command == "finetune" and cfg.task is None:
-        problems.append("task: finetune needs a task (classification, qa or generation); pass --task")
-    if cfg.command == "finetune" and cfg.task in ("causal_lm", "masked_lm", "lm"):
-        problems.append(f"task: '{cfg.task}' is for pretrain/eval; finetune takes classification, qa or generation")
+        problems.append(f"task: finetune needs a task ({choices}); pass --task")
+    if cfg.command == "finetune" and cfg.task is not None and cfg.task not in finetune_tasks:
+        users = "/".join(TASKS[cfg.task].commands)
+        problems.append(f"task: '{cfg.task}' is for {users}; finetune takes {choices}")
     if cfg.lora.enabled and cfg.command == "pretrain":
         problems.append("lora.enabled: LoRA adapts a pretrained model; it cannot be used with pretrain")
     if cfg.train.warmup_steps and cfg.train.warmup_fraction:
@@ -264,6 +303,6 @@ def combination_problems(cfg: RunConfig) -> list[str]:
     if cfg.generate.num_return_sequences > 1 and cfg.generate.temperature == 0:
         problems.append("generate.num_return_sequences: greedy decoding (temperature 0) gives one completion; "
                         "set --temperature above 0 to sample several")
-    if cfg.data.dataset is None and cfg.command in ("pretrain", "finetune", "eval", "data", "tokenizer"):
+    if cfg.data.dataset is None and cfg.command in ("pretrain", "finetune", "eval", "data", "tokenizer", "clean"):
         problems.append("data.dataset: no training data given; pass --dataset PATH|HUB_ID|builtin:NAME")
     return problems

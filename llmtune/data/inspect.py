@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from llmtune.data.loading import TaskData
-    from llmtune.tasks.base import ColumnSpec
+    from llmtune.tasks.registry import ColumnSpec
 
 MAX_CHARS = 120
 MAX_LABELS = 30
@@ -182,7 +182,8 @@ def print_masking(cfg: Any, data: TaskData, n: int, console: Console) -> None:
 
     from llmtune.errors import ConfigError
     from llmtune.modeling import resolve_model_path
-    from llmtune.tasks.generation import IGNORE, masking_examples
+    from llmtune.tasks.base import IGNORE
+    from llmtune.tasks.generation import masking_examples
     from llmtune.tokenizer import load_tokenizer
 
     if cfg.task != "generation":
@@ -204,7 +205,7 @@ def _masked_text(tokenizer: Any, ids: list[int], labels: list[int]) -> Any:
     """A rich Text of the tokens, each styled by whether it is trained."""
     from rich.text import Text
 
-    from llmtune.tasks.generation import IGNORE
+    from llmtune.tasks.base import IGNORE
 
     text, done = Text(), ""
     for i, label in enumerate(labels):

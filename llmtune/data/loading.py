@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import datasets
 
     from llmtune.config.schema import DataConfig
-    from llmtune.tasks.base import ColumnSpec
+    from llmtune.tasks.registry import ColumnSpec
 
 #: Split names searched for evaluation data, in order of preference.
 EVAL_SPLITS = ("validation", "valid", "dev", "test")
@@ -58,7 +58,7 @@ def load_task_data(cfg: DataConfig, columns: ColumnSpec, seed: int = 42) -> Task
 
     Args:
         cfg: The ``data`` section of the run config.
-        columns: Canonical columns the task needs (``TASK_INFO[task].columns``).
+        columns: Canonical columns the task needs (``TASKS[task].columns``).
         seed: Seed for carving a validation split.
 
     Returns:

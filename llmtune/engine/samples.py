@@ -22,7 +22,8 @@ from typing import Any, Optional, Sequence, TextIO
 
 from transformers import TrainerCallback
 
-from llmtune.decoding import context_length, stop_ids  # stop_ids re-exported: callers import it from here too
+from llmtune.decoding import stop_ids
+from llmtune.modeling import context_length
 
 SAMPLES_FILE = "samples.jsonl"
 """Where a run dir keeps its sample generations, relative to the run dir."""

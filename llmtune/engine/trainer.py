@@ -10,11 +10,9 @@ step) and ``mfu_metrics`` (model FLOPs utilisation against a datasheet or measur
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import sys
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -438,82 +436,3 @@ def resume_checkpoint(cfg: RunConfig, run_dir: Path) -> Optional[str]:
     return last
 
 
-# Dense (no 2:4 sparsity) bf16/fp16 tensor-core peaks per GPU from NVIDIA's datasheets, in FLOP/s.
-# Matched as substrings of the CUDA device name, most specific first ("A100" before "A10").
-GPU_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("B200", 2250e12),
-    ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10", 125e12), ("V100", 125e12),
-    ("T4", 65e12),
-)
-
-
-def peak_flops(precision: str) -> tuple[float, str]:
-    """Peak FLOP/s of one device, the denominator of MFU.
-
-    Known GPUs training in bf16/fp16 use the datasheet figure. Anything else (CPUs, fp32, unknown
-    GPUs) uses a measured square GEMM in the training precision, which is what the hardware delivers
-    to a perfect matmul here; MFU against it reads as "fraction of achievable matmul speed".
-
-    Args:
-        precision: The resolved training precision (``fp32``, ``bf16``, ``fp16``).
-
-    Returns:
-        ``(flops_per_second, source)`` where ``source`` says where the figure came from.
-    """
-    if not torch.cuda.is_available():
-        return measure_gemm_flops("cpu", "fp32"), "measured fp32 GEMM on cpu"
-    name = torch.cuda.get_device_name()
-    if precision in ("bf16", "fp16"):
-        for key, flops in GPU_PEAK_FLOPS:
-            if key in name:
-                return flops, f"{name} datasheet ({precision} dense)"
-    return measure_gemm_flops("cuda", precision), f"measured {precision} GEMM on {name}"
-
-
-@functools.lru_cache(maxsize=None)
-def measure_gemm_flops(device: str, precision: str = "fp32", seconds: float = 0.5) -> float:
-    """FLOP/s of repeated square matrix products on ``device`` for about ``seconds`` (cached per process)."""
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    n = 4096 if device == "cuda" else 1024
-    # A private generator: drawing from the global one would shift the training random stream.
-    gen = torch.Generator().manual_seed(0)
-    a, b = (torch.rand(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    a @ b  # warm-up: kernel selection, thread pool start
-    sync()
-    count, start, elapsed = 0, time.perf_counter(), 0.0
-    while elapsed < seconds:
-        for _ in range(8 if device == "cuda" else 1):
-            a @ b
-            count += 1
-        sync()
-        elapsed = time.perf_counter() - start
-    return 2 * n**3 * count / elapsed
-
-
-def mfu_metrics(tokens_per_second: Optional[float], flops_per_token: float, precision: str,
-                world_size: int = 1) -> dict[str, Any]:
-    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all devices.
-
-    Args:
-        tokens_per_second: Training tokens per second over all processes (None: unknown).
-        flops_per_token: Training FLOPs per token (``modeling.estimate_flops_per_token``).
-        precision: The resolved training precision.
-        world_size: Number of processes (one device each).
-
-    Returns:
-        ``model_flops_per_second``, ``peak_flops`` (one device), ``peak_flops_source`` and ``mfu`` (a
-        fraction; None when throughput is unknown).
-    """
-    peak, source = peak_flops(precision)
-    achieved = tokens_per_second * flops_per_token if tokens_per_second else None
-    return {
-        "model_flops_per_second": achieved,
-        "peak_flops": peak,
-        "peak_flops_source": source,
-        "mfu": achieved / (peak * max(1, world_size)) if achieved else None,
-    }

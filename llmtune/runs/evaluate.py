@@ -10,7 +10,7 @@ The spine, in the order that fails fastest on bad input (nothing heavy loads bef
 A run dir's ``config.yaml`` supplies the task and the settings that decide the numbers
 (``INHERITED``: max_length, QA stride and no-answer mode, the MLM rate) unless the command sets them,
 so evaluating a fine-tuned run on its own evaluation data reproduces its ``metrics.json``. Per-task
-work lives in ``llmtune.runs.eval_tasks`` and ``llmtune.runs.eval_lm``; the markdown in
+work lives in each task's module (``EvalTask``, ``llmtune/tasks/base.py``); the markdown in
 ``llmtune.reports.run_report``.
 """
 
@@ -26,21 +26,17 @@ from typing import Any, Optional
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, LlmtuneError, ModelError
 from llmtune.rundir import atomic_write_text
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
 from llmtune.dist import is_main_process, log, main_process_first
+from llmtune.modeling import check_weights
+from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.tasks.base import EvalTask, eval_task
+from llmtune.tasks.registry import TASKS, eval_name, task_of_architectures, tasks_for
 
 METRICS_FILE = "eval_metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 # Settings of a training run that change evaluation numbers: taken from its config.yaml unless set.
 INHERITED = (("train", "max_length"), ("train", "doc_stride"), ("train", "mlm_probability"), ("train", "seed"),
              ("data", "allow_no_answer"), ("data", "format"))
-_RUN_TASKS = {"classification": "classification", "qa": "qa", "generation": "generation", "causal_lm": "lm",
-              "masked_lm": "lm", "lm": "lm"}
-# Architecture name endings that carry each task's head (GPT-2 calls its causal LM "LMHeadModel").
-HEADS = {"classification": ("ForSequenceClassification",), "qa": ("ForQuestionAnswering",),
-         "generation": ("ForCausalLM", "LMHeadModel"), "lm": ("ForCausalLM", "LMHeadModel", "ForMaskedLM")}
-_UNITS = {"lm": "sequences", "qa": "windows"}  # what one feature is, for the notes
-_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.safetensors.index.json", "*.bin.index.json")
 
 
 @dataclass
@@ -64,10 +60,8 @@ def run(cfg: RunConfig) -> RunResult:
     cfg = inherit_run_settings(cfg, info.run_config)
     task_name, why = infer_task(cfg.task, info)
     check_head(task_name, info)
-    check_weights(info)
-    from llmtune.runs.eval_tasks import make_eval_task
-
-    task = make_eval_task(task_name, cfg, info.config, masked=_is_masked(info))
+    check_weights(info.path, info.name)
+    task = eval_task(task_name, cfg, info.config)
     default_dir = (Path(info.name) / "eval") if info.run_config else Path("runs") / f"eval-{Path(info.path).name}"
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
     cfg = cfg.model_copy(update={"task": task_name,
@@ -119,17 +113,17 @@ def infer_task(requested: Optional[str], info: ModelInfo) -> tuple[str, str]:
         ConfigError: No ``--task`` and nothing to infer it from.
     """
     if requested:
-        return _RUN_TASKS.get(requested, requested), "--task"
-    from_run = _RUN_TASKS.get(str(info.run_config.get("task")))
-    if from_run:
-        return from_run, "from the run's config.yaml"
-    for task in ("classification", "qa", "lm"):
-        if any(a.endswith(HEADS[task]) for a in info.architectures):
-            detail = "; pass --task generation to score prompt/response data" if task == "lm" else ""
-            return task, f"from the model's architecture {info.architectures[0]}{detail}"
+        return eval_name(requested), "--task"
+    from_run = info.run_config.get("task")
+    if from_run in TASKS:
+        return eval_name(from_run), "from the run's config.yaml"
+    task = task_of_architectures(info.architectures)
+    if task:
+        detail = "; pass --task generation to score prompt/response data" if task == "lm" else ""
+        return task, f"from the model's architecture {info.architectures[0]}{detail}"
     found = ", ".join(info.architectures) or "none recorded"
     raise ConfigError(f"cannot infer the task of {info.name} (architectures: {found}); pass --task "
-                      "classification, qa, generation or lm")
+                      f"{', '.join(tasks_for('eval')[:-1])} or {tasks_for('eval')[-1]}")
 
 
 def check_head(task: str, info: ModelInfo) -> None:
@@ -138,31 +132,18 @@ def check_head(task: str, info: ModelInfo) -> None:
     Raises:
         ModelError: E.g. ``--task qa`` on a sequence classifier.
     """
-    if not info.architectures or any(a.endswith(HEADS[task]) for a in info.architectures):
+    if not info.architectures or any(a.endswith(TASKS[task].heads) for a in info.architectures):
         return
-    has = next((t for t in ("classification", "qa", "lm") if any(a.endswith(HEADS[t]) for a in info.architectures)),
-               None)
+    has = task_of_architectures(info.architectures)
     hint = f"; it was saved for {has}: pass --task {has}" if has else ""
     raise ModelError(f"{info.name} is a {info.architectures[0]}, which has no {task} head to evaluate{hint} "
                      f"(or fine-tune it first: llmtune finetune --task {task})")
 
 
-def check_weights(info: ModelInfo) -> None:
-    """Refuse a local model folder without weight files (before the slow parts start)."""
-    folder = Path(info.path)
-    if folder.is_dir() and not any(any(folder.glob(p)) for p in _WEIGHT_PATTERNS):
-        raise ModelError(f"{info.name} has a config.json but no weights (no model.safetensors or pytorch_model.bin); "
-                         "pass the folder save_pretrained wrote, or a checkpoint-N folder of the run")
-
-
-def _is_masked(info: ModelInfo) -> bool:
-    return any(a.endswith("ForMaskedLM") for a in info.architectures)
-
-
 @dataclass
 class _Prepared:
     cfg: RunConfig
-    task: Any
+    task: EvalTask
     tokenizer: Any
     model: Any
     precision: str
@@ -196,8 +177,7 @@ def load_eval_rows(cfg: RunConfig, columns: Any) -> tuple[Any, str, list[str]]:
 
 
 def _prepare(cfg: RunConfig, task: Any, info: ModelInfo) -> _Prepared:
-    from llmtune.modeling import resolve_precision
-    from llmtune.runs.finetune import capped_max_length, model_tokenizer
+    from llmtune.modeling import capped_max_length, model_tokenizer, resolve_precision
 
     precision = resolve_precision(cfg.train.precision)
     tokenizer = model_tokenizer(cfg, info.path)
@@ -207,7 +187,7 @@ def _prepare(cfg: RunConfig, task: Any, info: ModelInfo) -> _Prepared:
     with main_process_first(), datasets_progress(len(rows) >= PROGRESS_ROWS):
         task.prepare(rows, tokenizer, max_length, where)
     batch = cfg.train.eval_batch_size or cfg.train.batch_size
-    notes += [*task.notes, f"{len(task.features):,} {_UNITS.get(task.name, 'examples')} of up to "
+    notes += [*task.notes, f"{len(task.features):,} {TASKS[task.name].unit} of up to "
               f"{max_length} tokens scored by Trainer.predict with the task's collator and metrics (as in training), "
               f"in batches of {batch}, longest first, each padded only to its own longest row"]
     for note in notes:
@@ -218,8 +198,7 @@ def _prepare(cfg: RunConfig, task: Any, info: ModelInfo) -> _Prepared:
 
 
 def _load_model(cfg: RunConfig, task: Any, info: ModelInfo, tokenizer: Any) -> Any:
-    from llmtune.modeling import count_parameters, format_params, load_pretrained
-    from llmtune.runs.finetune import quiet_transformers
+    from llmtune.modeling import count_parameters, format_params, load_pretrained, quiet_transformers
 
     with quiet_transformers():
         model, loading = load_pretrained(info.path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
@@ -247,9 +226,7 @@ def _evaluate(p: _Prepared, run_dir: Path, started: float) -> RunResult:
     output = trainer.predict(p.task.features, metric_key_prefix="eval")
     if not is_main_process():
         return RunResult(run_dir, dict(output.metrics))
-    generate = p.task.name == "generation" and p.cfg.eval.generate
-    extra, records = (p.task.finish(output, run_dir, trainer.model, p.tokenizer) if generate
-                      else p.task.finish(output, run_dir))
+    extra, records = p.task.finish(output, run_dir, trainer.model, p.tokenizer)
     notes = p.notes + [n for n in p.task.notes if n not in p.notes]  # finish may add some
     metrics = {**p.facts, "eval_features": len(p.task.features), **output.metrics, **extra, "notes": notes,
                "wall_seconds": time.monotonic() - started}

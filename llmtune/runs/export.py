@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from llmtune.adapters import ADAPTER_CONFIG, find_adapter, merge_into
 from llmtune.errors import ConfigError, ModelError
 
-ADAPTER_CONFIG = "adapter_config.json"
 MODEL_FILE_PATTERNS = (
     "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
@@ -47,14 +47,6 @@ class ExportResult:
     base_model: Optional[str]
     parameters: Optional[int]
     bytes_on_disk: int
-
-
-def find_adapter(path: Path) -> Optional[Path]:
-    """The LoRA adapter folder of ``path`` (itself, or its ``adapter/``), or None."""
-    for folder in (path, path / "adapter"):
-        if (folder / ADAPTER_CONFIG).is_file():
-            return folder
-    return None
 
 
 def run(source: str, output_dir: str, *, merge: bool = False, base_model: Optional[str] = None,
@@ -136,8 +128,7 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     """
     import torch
 
-    from llmtune.modeling import load_pretrained
-    from llmtune.runs.finetune import quiet_transformers  # no load table or progress bars
+    from llmtune.modeling import load_pretrained, quiet_transformers
 
     settings = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = base_model or settings.get("base_model_name_or_path")
@@ -151,7 +142,7 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     except ModelError as exc:
         raise ModelError(f"the adapters' base model {base} cannot be loaded ({exc}); pass it with --base-model") from exc
     target = _target_dtype(model.config, dtype)
-    merged = _merge(model, adapter).to(target)
+    merged = merge_into(model, adapter).to(target)
     with quiet_transformers():
         merged.save_pretrained(str(out))
     _save_tokenizer(adapter, base, out)
@@ -179,21 +170,6 @@ def _target_dtype(config: Any, dtype: str) -> Any:
     if isinstance(stored, str):
         stored = getattr(torch, stored, None)
     return stored if isinstance(stored, torch.dtype) else torch.float32
-
-
-def _merge(model: Any, adapter: Path) -> Any:
-    import warnings
-
-    from peft import PeftModel
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated for v6
-        try:
-            wrapped = PeftModel.from_pretrained(model, str(adapter))
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            reason = " ".join(str(exc).split())[:300]
-            raise ModelError(f"cannot load the LoRA adapters in {adapter} onto their base model: {reason}") from exc
-        return wrapped.merge_and_unload()
 
 
 def _save_tokenizer(adapter: Path, base: str, out: Path) -> None:

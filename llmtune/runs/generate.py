@@ -16,27 +16,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from llmtune.config.schema import GenerateConfig, RunConfig
-from llmtune.decoding import (
-    GenerateStats,
-    StopWriter,
-    TokenStream,
-    cap_new_tokens,
-    context_length,
-    count_new_tokens,
-    cut_at_stop,
-    generation_config,
-    left_pad,
-    load_for_generation,
-    stop_ids,
-)
-from llmtune.errors import ConfigError, DataError
+from llmtune.decoding import GenerateStats, StopWriter, TokenStream, cap_new_tokens, count_new_tokens, generate_records, load_for_generation, run_generate, stop_ids
+from llmtune.modeling import context_length
 from llmtune.dist import log
+from llmtune.errors import ConfigError, DataError
 
 CHAT_HELP = "chat: type a message and press Enter; /reset clears the history, /exit (or Ctrl-D) quits"
 
@@ -169,71 +157,11 @@ def _stream(model: Any, tokenizer: Any, ids: list[int], g: GenerateConfig, write
     n_new = cap_new_tokens(g.max_new_tokens, len(ids), context, warn=not warned)
     writer = StopWriter(write, stops)
     streamer = TokenStream(tokenizer, writer.write)
-    out = _run_generate(model, tokenizer, [ids], g, n_new, streamer, stops)
+    out = run_generate(model, tokenizer, [ids], g, n_new, streamer, stops)
     writer.close()
     stats = GenerateStats(completions=1, capped=n_new < g.max_new_tokens)
     stats.record(streamer, count_new_tokens(out[0].tolist(), stop_ids(model, tokenizer), tokenizer.pad_token_id))
     return writer.text, stats
-
-
-def _run_generate(model: Any, tokenizer: Any, seqs: list[list[int]], g: GenerateConfig, n_new: int,
-                  streamer: Any, stops: Sequence[str]) -> Any:
-    """``model.generate`` on left-padded ``seqs``; returns only the new tokens, ``(len(seqs) * n, n_new')``."""
-    import torch
-
-    input_ids, mask = left_pad(seqs, tokenizer.pad_token_id)
-    config = generation_config(model, tokenizer, g, n_new, stops)
-    with torch.inference_mode():
-        out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                             generation_config=config, streamer=streamer,
-                             tokenizer=tokenizer if stops else None)
-    return out[:, input_ids.shape[1]:].cpu()
-
-
-def generate_records(model: Any, tokenizer: Any, prompts: list[str], g: GenerateConfig,
-                     batch_size: int) -> tuple[list[dict[str, Any]], GenerateStats]:
-    """Completions for many prompts, batched by similar length, as records in input order.
-
-    Prompts are sorted longest first (a batch too big for memory fails at once, not at the end) and
-    left-padded, so every row's new tokens start at the same column.
-
-    Returns:
-        ``{"prompt", "completion"}`` per completion (plus ``"index"`` when n > 1), and the timing.
-    """
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    context = context_length(model.config, tokenizer)
-    n = g.num_return_sequences
-    texts: dict[int, list[str]] = {}
-    stats = GenerateStats(completions=len(prompts) * n)
-    stops = stop_ids(model, tokenizer)
-    for batch in _progress(batches):
-        seqs = [encoded[i] for i in batch]
-        n_new = cap_new_tokens(g.max_new_tokens, max(map(len, seqs)), context, warn=not stats.capped)
-        stats.capped = stats.capped or n_new < g.max_new_tokens
-        streamer = TokenStream()  # times the first token only
-        out = _run_generate(model, tokenizer, seqs, g, n_new, streamer, g.stop).tolist()
-        stats.record(streamer, sum(count_new_tokens(row, stops, tokenizer.pad_token_id) for row in out))
-        for k, i in enumerate(batch):
-            rows = out[k * n:(k + 1) * n]
-            texts[i] = [cut_at_stop(tokenizer.decode(r, skip_special_tokens=True), g.stop)[0] for r in rows]
-    records = []
-    for i, prompt in enumerate(prompts):
-        for j, text in enumerate(texts[i]):
-            records.append({"prompt": prompt, "completion": text, **({"index": j} if n > 1 else {})})
-    return records, stats
-
-
-def _progress(batches: list[Any]) -> Any:
-    """Iterate ``batches`` with a progress bar on stderr (none for a single batch)."""
-    if len(batches) < 2:
-        return batches
-    from rich.console import Console
-    from rich.progress import track
-
-    console = Console(stderr=True)  # a bar only where someone watches: not in logs or pipes
-    return track(batches, description="generating", console=console, transient=True, disable=not console.is_terminal)
 
 
 def write_records(records: list[dict[str, Any]], output: Optional[str]) -> None:

@@ -3,10 +3,13 @@
 ``run`` first prepares everything that can fail on bad input (data, tokenizer, model config, packing,
 the time budget), then trains, evaluates, saves and reports. A run that fails on bad input before its
 first training step removes the run dir it created, so the corrected command can simply be rerun.
+``dry_run`` (``--dry-run``) goes through the same steps with the model on the meta device and, for big
+data, packs a sample and extrapolates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,6 +30,7 @@ _STEP_MARGIN = 1.1  # step-time noise: plan ~10 % fewer steps than the estimate 
 _FINISH_SECONDS = 1.0  # final save and the MFU peak measurement
 _PARALLEL_ROWS = 50_000  # pack this many rows or more in several processes
 _MAX_PACK_PROCS = 8
+_EXACT_ROWS = 20_000  # dry run: pack every row up to this many; beyond, pack a sample and extrapolate
 
 
 @dataclass
@@ -49,15 +53,9 @@ class _Prepared:
 def run(cfg: RunConfig) -> RunResult:
     """Pre-train a model from scratch as ``cfg`` says and return where everything went."""
     from llmtune.engine.trainer import resume_checkpoint
-    from llmtune.tasks.lm import LanguageModelTask
 
     started = time.monotonic()
-    if cfg.model.name_or_path:
-        raise ConfigError(
-            "pretrain continues from an existing model in a later release; use finetune --task generation"
-        )
-    arch = cfg.model.arch or DEFAULT_PRETRAIN_ARCH
-    task = LanguageModelTask(arch == "bert", cfg.train.mlm_probability)
+    task, arch = _task(cfg)
     default_dir = Path("runs") / f"pretrain-{arch}-{cfg.model.size}"
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
     cfg = cfg.model_copy(update={
@@ -76,6 +74,47 @@ def run(cfg: RunConfig) -> RunResult:
     return _train(prepared, run_dir, started)
 
 
+def dry_run(cfg: RunConfig, world_size: Optional[int] = None) -> dict[str, Any]:
+    """``--dry-run``: data, tokenizer and packing as ``run`` does them, the model on the meta device, then
+    the memory, steps and time estimates (``engine.estimates``); nothing is trained, no run dir written."""
+    import torch
+
+    from llmtune.data.loading import load_task_data
+    from llmtune.engine.estimates import Plan, report_plan
+    from llmtune.tasks.registry import TASKS
+
+    task, arch = _task(cfg)
+    data = load_task_data(cfg.data, TASKS[task.name].columns, seed=cfg.train.seed)
+    train, scale, notes = _sample(data.train)
+    tokenizer = _tokenizer(cfg, dataclasses.replace(data, train=train), masked=task.masked, run_dir=None)
+    with torch.device("meta"):
+        model = _model(cfg, arch, task, tokenizer)
+    block = cfg.train.max_length
+    with datasets_progress(False):
+        n_train = round(len(task.preprocess(train, tokenizer, block, desc="packing train")) * scale)
+        n_eval = 0
+        if data.validation is not None:
+            val, val_scale, _ = _sample(data.validation)
+            n_eval = round(len(task.preprocess(val, tokenizer, block, desc="packing eval")) * val_scale)
+    if n_train == 0:
+        notes.append(f"the training text is too short for one block of {block} tokens: the run would refuse it")
+    plan = Plan(model, f"{arch}-{cfg.model.size} from scratch", n_train, n_eval, f"blocks of {block} tokens",
+                block, block, lm_head=True, notes=[*data.notes, *notes])
+    return report_plan(cfg, plan, world_size)
+
+
+def _task(cfg: RunConfig) -> tuple[Any, str]:
+    """The language-model task and the architecture to build."""
+    from llmtune.tasks.lm import LanguageModelTask
+
+    if cfg.model.name_or_path:
+        raise ConfigError(
+            "pretrain continues from an existing model in a later release; use finetune --task generation"
+        )
+    arch = cfg.model.arch or DEFAULT_PRETRAIN_ARCH
+    return LanguageModelTask(arch == "bert", cfg.train.mlm_probability), arch
+
+
 def _prepare(
     cfg: RunConfig, task: Any, arch: str, run_dir: Path, checkpoint: Optional[str], started: float
 ) -> _Prepared:
@@ -84,10 +123,10 @@ def _prepare(
     from llmtune.data.loading import load_task_data
     from llmtune.engine.reliability import check_disk_space
     from llmtune.modeling import count_parameters, resolve_precision
-    from llmtune.tasks import TASK_INFO
+    from llmtune.tasks.registry import TASKS
 
     precision = resolve_precision(cfg.train.precision)
-    data = load_task_data(cfg.data, TASK_INFO[task.name].columns, seed=cfg.train.seed)
+    data = load_task_data(cfg.data, TASKS[task.name].columns, seed=cfg.train.seed)
     for note in data.notes:
         log(note)
     with main_process_first():  # rank 0 trains the tokenizer and packs; the others load both
@@ -106,16 +145,18 @@ def _prepare(
                      budget_callbacks)
 
 
-def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Path) -> Any:
+def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Optional[Path]) -> Any:
+    """``model.tokenizer``, the run's own (resume, other ranks), or one trained on the data (saved in ``run_dir``)."""
     from llmtune.tokenizer import iter_texts, load_tokenizer, train_and_report
 
     if cfg.model.tokenizer:
         tok = load_tokenizer(cfg.model.tokenizer, trust_remote_code=cfg.model.trust_remote_code)
         log(f"tokenizer: {cfg.model.tokenizer} (vocab {len(tok)})")
         return tok
-    if not is_main_process() and (run_dir / "tokenizer.json").is_file():
+    saved = run_dir is not None and (run_dir / "tokenizer.json").is_file()
+    if not is_main_process() and saved:
         return load_tokenizer(str(run_dir))  # rank 0 trained and saved it (main_process_first)
-    if cfg.train.resume and (run_dir / "tokenizer.json").is_file():
+    if cfg.train.resume and saved:
         # The checkpoint's embeddings index this vocabulary: never retrain it, even if the data changed.
         tok = load_tokenizer(str(run_dir))
         log(f"tokenizer: the run's own (vocab {len(tok)}), as the checkpoint was trained with it")
@@ -125,7 +166,7 @@ def _tokenizer(cfg: RunConfig, data: Any, *, masked: bool, run_dir: Path) -> Any
         iter_texts(data.train), cfg.tokenizer.model_copy(update={"model_max_length": cfg.train.max_length}),
         family="masked" if masked else "causal", heldout=heldout,
     )
-    if is_main_process():
+    if is_main_process() and run_dir is not None:
         tok.save_pretrained(str(run_dir))
     log(
         f"tokenizer: trained {report.type} vocab {report.vocab_size} in {report.train_seconds:.1f}s; "
@@ -315,7 +356,7 @@ def _sample_callbacks(p: _Prepared, run_dir: Path) -> list[Any]:
 
 def _throughput(summary: dict[str, Any], model: Any, seq_len: int, precision: str) -> dict[str, Any]:
     """Tokens/s, peak memory and MFU for metrics.json, with one line for the user."""
-    from llmtune.engine.trainer import mfu_metrics
+    from llmtune.engine.estimates import mfu_metrics
     from llmtune.modeling import estimate_flops_per_token
 
     flops = estimate_flops_per_token(model, seq_len)
@@ -346,3 +387,16 @@ def _text_metrics(units: dict[str, float]) -> Callable[[dict[str, float], str], 
         return {f"{prefix}_{k}": v for k, v in lm_eval_metrics(metrics[f"{prefix}_loss"], units).items()}
 
     return derive
+
+
+def _sample(rows: Any) -> tuple[Any, float, list[str]]:
+    """All rows when few; else the first ``_EXACT_ROWS`` and the factor (by characters) to the whole."""
+    if len(rows) <= _EXACT_ROWS:
+        return rows, 1.0, []
+    import pyarrow.compute as pc
+
+    sample = rows.select(range(_EXACT_ROWS))
+    # The arrow view honours selections (max_samples, a carved split), unlike the dataset's backing table.
+    chars = [pc.sum(pc.utf8_length(d.with_format("arrow")[:]["text"])).as_py() or 0 for d in (rows, sample)]
+    note = f"counts extrapolated from the first {_EXACT_ROWS:,} of {len(rows):,} rows (by characters)"
+    return sample, chars[0] / max(1, chars[1]), [note]

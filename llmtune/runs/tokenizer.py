@@ -17,12 +17,12 @@ def run(cfg: RunConfig, family: Optional[str] = None) -> RunResult:
         family: ``causal`` or ``masked`` special tokens; default: masked for WordPiece, else causal.
     """
     from llmtune.data.loading import load_task_data
-    from llmtune.tasks import TASK_INFO
+    from llmtune.tasks.registry import TASKS
     from llmtune.tokenizer import iter_texts, train_and_report
 
     family = family or ("masked" if cfg.tokenizer.type == "wordpiece" else "causal")
     run_dir = start_run(cfg, default_name=f"tokenizer-{cfg.tokenizer.type}-{cfg.tokenizer.vocab_size}")
-    data = load_task_data(cfg.data, TASK_INFO["lm"].columns, seed=cfg.train.seed)
+    data = load_task_data(cfg.data, TASKS["lm"].columns, seed=cfg.train.seed)
     for note in data.notes:
         log(note)
     heldout_split = data.validation if data.validation is not None else data.train

@@ -1,55 +1,118 @@
-"""The Task plug-in interface.
+"""What a task plug-in provides, and how runners get one.
 
-A task owns everything that differs between training jobs: which columns it needs, how raw rows
-become model features, how features are batched, and how predictions become metrics. The engine
-never looks inside a task, and a task never builds a Trainer.
+A task owns everything that differs between jobs: which columns it needs, how raw rows become
+features, how features are batched, how predictions become metrics and reports. The engine never
+looks inside a task, and a task never builds a Trainer. Each task is one module, named by its
+registry entry (``llmtune/tasks/registry.py``), that defines two factories:
+
+* ``training_task(cfg) -> FinetuneTask`` for ``llmtune finetune`` (tasks ``finetune`` takes);
+* ``eval_task(cfg, config) -> EvalTask`` for ``llmtune eval`` (``config``: the model's transformers
+  config, read before its weights load).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence
 
+from llmtune.config.schema import RunConfig
+from llmtune.errors import ConfigError
+from llmtune.tasks.registry import TASKS, ColumnSpec, TaskInfo
 
-@dataclass(frozen=True)
-class ColumnSpec:
-    """Canonical columns a task reads after column mapping.
-
-    Attributes:
-        required: Columns that must exist (after renaming) or the data is rejected.
-        optional: Columns used when present.
-        stratify: Column to stratify on when carving a validation split (None: random split).
-    """
-
-    required: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-    stratify: Optional[str] = None
-
-
-class Task(Protocol):
-    """What a task plug-in provides. Implementations live in ``llmtune/tasks/<name>.py``."""
-
-    name: str
-    columns: ColumnSpec
-
-    def preprocess(self, batch: dict[str, list[Any]], tokenizer: Any, cfg: Any) -> dict[str, list[Any]]:
-        """Turn a batch of raw rows into model features (used with ``Dataset.map(batched=True)``)."""
-        ...
-
-    def collator(self, tokenizer: Any, cfg: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-        """Return the function that pads/masks a list of features into a batch."""
-        ...
-
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
-        """Turn the Trainer's predictions into named metric values."""
-        ...
+Record = dict[str, Any]  # one line of an evaluation's predictions.jsonl
+IGNORE = -100  # the label value torch's cross-entropy skips
+MAP_BATCH_SIZE = 1000  # rows per Dataset.map batch when tokenizing
 
 
 @dataclass
-class TaskInfo:
-    """A registry entry: the task's name, columns and a one-line description (importable without torch)."""
+class Features:
+    """A task's features, ready for the engine, with notes for the user."""
+
+    train: Any
+    eval: Optional[Any]
+    notes: list[str] = field(default_factory=list)
+
+
+class FinetuneTask(Protocol):
+    """What ``llmtune finetune`` needs from a task."""
 
     name: str
     columns: ColumnSpec
-    description: str
-    aliases: tuple[str, ...] = field(default_factory=tuple)
+    auto_class: str  # e.g. "AutoModelForSequenceClassification"
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Raise ModelError for a tokenizer the task cannot use (e.g. QA needs offsets)."""
+
+    def prepare(self, data: Any, tokenizer: Any, max_length: int) -> Features:
+        """Validate and featurize ``TaskData`` (every data check happens here, before weights load)."""
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments (head size, label names...); valid after ``prepare``."""
+
+    def engine_parts(self, tokenizer: Any) -> dict[str, Any]:
+        """``collator``, ``compute_metrics``, ``preprocess_logits``, ``compute_loss``, ``derive_metrics`` (each optional)."""
+
+    def report(self, run_dir: Path) -> dict[str, Any]:
+        """Extra final metrics for metrics.json (and any plots), after the final evaluation."""
+
+
+class EvalTask(Protocol):
+    """What ``llmtune eval`` needs from a task.
+
+    ``prepare`` checks the rows against the model and sets ``features``, sorted longest first (each
+    batch is then padded only to its own longest row); ``finish`` turns ``Trainer.predict``'s output
+    into extra metrics (and plots) and one record per example, in the order of the data.
+    """
+
+    name: str
+    columns: ColumnSpec
+    auto_class: str
+    features: Any
+    notes: list[str]
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Raise ModelError for a tokenizer the task cannot use."""
+
+    def prepare(self, rows: Any, tokenizer: Any, max_length: int, where: str) -> None:
+        """Check ``rows`` (from ``where``) and build ``features``."""
+
+    def engine_parts(self, tokenizer: Any) -> dict[str, Any]:
+        """The collator, ``compute_metrics`` and logits shrinking, as in training."""
+
+    def finish(self, output: Any, out_dir: Path, model: Any, tokenizer: Any) -> tuple[dict[str, Any], list[Record]]:
+        """Extra metrics and the prediction records (``model``/``tokenizer``: for tasks that also generate)."""
+
+
+def _module(name: str, command: str) -> Any:
+    info: Optional[TaskInfo] = TASKS.get(name)
+    if info is None or command not in info.commands:
+        choices = ", ".join(n for n, i in TASKS.items() if command in i.commands)
+        raise ConfigError(f"`llmtune {command}` does not take task '{name}'; choose one of: {choices}")
+    return importlib.import_module(info.module)
+
+
+def training_task(cfg: RunConfig) -> FinetuneTask:
+    """The task plug-in ``llmtune finetune`` trains ``cfg.task`` with."""
+    return _module(str(cfg.task), "finetune").training_task(cfg)
+
+
+def eval_task(name: str, cfg: RunConfig, config: Any) -> EvalTask:
+    """The task plug-in ``llmtune eval`` scores task ``name`` with."""
+    return _module(name, "eval").eval_task(cfg, config)
+
+
+def longest_first(features: Any, lengths: Sequence[int]) -> tuple[Any, list[int]]:
+    """``features`` reordered longest first, and ``order`` (position -> index in ``features``)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return features.select(order), order
+
+
+def unsort(values: Sequence[Any], order: Sequence[int]) -> list[Any]:
+    """Undo ``longest_first``: ``values[pos]`` belongs to row ``order[pos]``."""
+    out: list[Any] = [None] * len(order)
+    for pos, index in enumerate(order):
+        out[index] = values[pos]
+    return out
+

@@ -24,16 +24,18 @@ more than padding does. Evaluation rows are never packed, so eval loss compares 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from llmtune.config.schema import RunConfig
+from llmtune.dist import log
 from llmtune.errors import ConfigError, DataError
-from llmtune.tasks import TASK_INFO
+from llmtune.tasks.base import IGNORE, MAP_BATCH_SIZE, Features, Record, longest_first, unsort
 from llmtune.tasks.chat_formats import detect_format, prompt_text, render_row
+from llmtune.tasks.lm import GenerationCollator
+from llmtune.tasks.registry import TASKS
+from llmtune.tasks.scoring import causal_nll, nll_totals
 
-IGNORE = -100  # the label value torch's cross-entropy skips
-MAP_BATCH_SIZE = 1000
 SAMPLE_PROMPTS = 3
 SAMPLE_NEW_TOKENS = 64
 
@@ -136,42 +138,6 @@ def pack_examples(batch: dict[str, list[Any]], max_length: int) -> dict[str, lis
     return out
 
 
-class GenerationCollator:
-    """Pad a batch on the right to its longest row (labels with -100).
-
-    Unpacked rows get an attention mask. Packed rows get none (a 2D mask would switch off
-    transformers' packed-sequence handling): the padding continues with its own position ids from
-    0, so it forms a separate sequence that no real token attends to. ``use_cache=False`` keeps the
-    model from building a key/value cache, with which transformers ignores position resets.
-    Rows without ``labels`` (packed text blocks) are trained on every token.
-    """
-
-    def __init__(self, pad_id: int, packed: bool = False) -> None:
-        self.pad_id = pad_id
-        self.packed = packed
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        longest = max(len(f["input_ids"]) for f in features)
-        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "attention_mask": [], "position_ids": []}
-        for f in features:
-            ids = list(f["input_ids"])
-            pad = longest - len(ids)
-            batch["input_ids"].append(ids + [self.pad_id] * pad)
-            batch["labels"].append(list(f.get("labels", ids)) + [IGNORE] * pad)
-            if self.packed:
-                positions = f["position_ids"] if "position_ids" in f else range(len(ids))  # eval rows: one example
-                batch["position_ids"].append([*positions, *range(pad)])
-            else:
-                batch["attention_mask"].append([1] * len(ids) + [0] * pad)
-        drop = "attention_mask" if self.packed else "position_ids"
-        out: dict[str, Any] = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items() if k != drop}
-        if self.packed:
-            out["use_cache"] = False
-        return out
-
-
 def packing_isolates(model: Any, collator: GenerationCollator) -> bool:
     """Whether ``model`` keeps packed examples apart: logits of a packed pair equal those of each alone."""
     import torch
@@ -198,15 +164,6 @@ def packing_isolates(model: Any, collator: GenerationCollator) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Prepared:
-    """Features ready for the engine, with notes for the user."""
-
-    train: Any
-    eval: Optional[Any]
-    notes: list[str] = field(default_factory=list)
-
-
 def _has_labels(trained: list[int]) -> list[bool]:
     return [n > 0 for n in trained]
 
@@ -219,7 +176,7 @@ class GenerationTask:
 
     name = "generation"
     auto_class = "AutoModelForCausalLM"
-    columns = TASK_INFO["generation"].columns
+    columns = TASKS["generation"].columns
 
     def __init__(self, fmt: Optional[str] = None, train_on_prompt: bool = False, packing: bool = False) -> None:
         self.requested = fmt
@@ -237,7 +194,7 @@ class GenerationTask:
 
         check_tokenizer(tokenizer, masked=False)
 
-    def prepare(self, data: Any, tokenizer: Any, max_length: int) -> Prepared:
+    def prepare(self, data: Any, tokenizer: Any, max_length: int) -> Features:
         """Detect the format, render and tokenize both splits, drop examples with nothing left to train.
 
         Raises:
@@ -271,7 +228,7 @@ class GenerationTask:
             notes.append(f"packing: {rows} training examples in {len(train)} rows of up to {max_length} tokens")
         what = "prompts and responses" if self.train_on_prompt else "responses only (--train-on-prompt for prompts too)"
         notes.append(f"loss on {what}; every response ends with {tokenizer.eos_token!r}")
-        return Prepared(train, evaluation, notes)
+        return Features(train, evaluation, notes)
 
     def _prompts(self, rows: Any) -> list[list[int]]:
         prefix = special_prefix(self.tokenizer)
@@ -300,7 +257,7 @@ class GenerationTask:
                             f"{len(features)} prompts fill it); raise --set train.max_length")
         return kept.remove_columns(["truncated", "trained"])
 
-    def _prepare_text(self, data: Any, tokenizer: Any, max_length: int, notes: list[str]) -> Prepared:
+    def _prepare_text(self, data: Any, tokenizer: Any, max_length: int, notes: list[str]) -> Features:
         """Plain text: packed blocks as in pre-training (``packing`` is implied)."""
         from llmtune.engine.samples import sample_prompt
         from llmtune.tasks.lm import LanguageModelTask, text_units_per_token
@@ -321,7 +278,7 @@ class GenerationTask:
             self.sample_prompts = [sample_prompt(evaluation[0]["input_ids"], tokenizer)]
         notes.append(f"text packed into {len(train)} training blocks of {max_length} tokens (loss on every token)")
         train = train.add_column("length", [max_length] * len(train))  # tokens per row, for the throughput figures
-        return Prepared(train, evaluation, notes)
+        return Features(train, evaluation, notes)
 
     def model_kwargs(self) -> dict[str, Any]:
         return {}
@@ -332,8 +289,6 @@ class GenerationTask:
         Raises:
             ConfigError: ``packing`` on a model whose attention lets packed examples see each other.
         """
-        from llmtune.dist import log
-
         eos = self.tokenizer.eos_token_id
         config = getattr(model, "generation_config", None)
         stops = config.eos_token_id if config is not None else None
@@ -390,3 +345,111 @@ def masking_examples(dataset: Any, tokenizer: Any, fmt: Optional[str], max_lengt
     batch = featurize_batch(rows.to_dict(), list(range(len(rows))), tokenizer, fmt, max_length, train_on_prompt,
                             special_prefix(tokenizer))
     return fmt, list(zip(batch["input_ids"], batch["labels"]))
+
+
+def reference_text(fmt: str, row: dict[str, Any]) -> str:
+    """The response a row expects: the completion, the alpaca output or the last assistant message."""
+    if fmt == "chat":
+        return str(row["messages"][-1].get("content") or "").strip()
+    return str(row["output" if fmt == "alpaca" else "completion"] or "").strip()
+
+
+class GenerationEval:
+    """Response perplexity (and, with ``--generate``, exact match / ROUGE / BLEU of greedy responses).
+
+    Rows are rendered and tokenized by the generation task's own ``featurize_batch`` (prompt
+    tokens unlabelled, each response closed by eos), so the loss is the one fine-tuning reports,
+    summed exactly over response tokens instead of averaged over batches.
+    """
+
+    name = "generation"
+    auto_class = "AutoModelForCausalLM"
+    columns = TASKS["generation"].columns
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.notes: list[str] = []
+        self.features: Any = None
+        self.prompts: list[str] = []
+        self.references: list[str] = []
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Responses end with eos: the tokenizer needs one."""
+        from llmtune.tasks.lm import check_tokenizer
+
+        check_tokenizer(tokenizer, masked=False)
+
+    def prepare(self, rows: Any, tokenizer: Any, max_length: int, where: str) -> None:
+        """Render each row (prompt/completion, alpaca or chat), label its response tokens, sort by length.
+
+        Raises:
+            DataError: Plain-text rows (use --task lm), rows of no known format, or a bad row.
+        """
+        fmt = detect_format(rows.column_names, getattr(self.cfg.data, "format", None), where)
+        if fmt == "text":
+            raise DataError(f"{where} holds plain text, which has no responses to score; evaluate it with --task lm")
+        if fmt == "chat":
+            from llmtune.chat_template import ensure_chat_template
+
+            ensure_chat_template(tokenizer)
+        kwargs = {"tokenizer": tokenizer, "fmt": fmt, "max_length": max_length, "train_on_prompt": False,
+                  "prefix": special_prefix(tokenizer)}
+        features = rows.map(featurize_batch, batched=True, with_indices=True, remove_columns=rows.column_names,
+                            desc="tokenizing", fn_kwargs=kwargs)
+        self.prompts = [prompt_text(fmt, row, tokenizer, i + 1) for i, row in enumerate(rows)]
+        self.references = [reference_text(fmt, row) for row in rows]
+        truncated = sum(features["truncated"])
+        if truncated:
+            self.notes.append(f"{truncated} of {len(features)} rows are longer than {max_length} tokens and were cut "
+                              "(their response only partly scored); raise --set train.max_length to keep them whole")
+        self.notes.append(f"generation ({fmt} rows): perplexity of the response tokens (each closed by eos) given "
+                          "the prompt")
+        features = features.remove_columns(["truncated", "trained"])
+        self.features, self.order = longest_first(features, features["length"])
+
+    def engine_parts(self, tokenizer: Any) -> dict[str, Any]:
+        """The generation task's collator and per-row NLL sums."""
+        return {"collator": GenerationCollator(tokenizer.pad_token_id), "preprocess_logits": causal_nll}
+
+    def finish(self, output: Any, out_dir: Path, model: Any, tokenizer: Any) -> tuple[dict[str, Any], list[Record]]:
+        """Response loss/perplexity; with ``eval.generate`` also greedy responses and their scores."""
+        from llmtune.metrics.core import lm_metrics
+
+        total, tokens = nll_totals(output.predictions)
+        if tokens == 0:
+            raise DataError("no response token was scored (every response was cut); raise --set train.max_length")
+        scores = lm_metrics(total, tokens)
+        metrics: dict[str, Any] = {"eval_response_tokens": tokens, **{f"eval_{k}": v for k, v in scores.items()}}
+        rows = unsort(output.predictions.tolist(), self.order)
+        records = [{"input": p, "reference": r, "prediction": None, "correct": None, "loss": nll / n if n else None}
+                   for p, r, (nll, n) in zip(self.prompts, self.references, rows)]
+        if self.cfg.eval.generate:
+            metrics.update(self._generate(model, tokenizer, records))
+        return metrics, records
+
+    def _generate(self, model: Any, tokenizer: Any, records: list[Record]) -> dict[str, float]:
+        from llmtune.decoding import generate_records
+        from llmtune.metrics.overlap import bleu, exact_match, rouge_scores
+
+        g = self.cfg.generate.model_copy(update={"temperature": 0.0, "num_return_sequences": 1})
+        batch = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
+        generated, _ = generate_records(model, tokenizer, self.prompts, g, batch)
+        texts = [r["completion"].strip() for r in generated]
+        for record, text in zip(records, texts):
+            record["prediction"] = text
+            record["correct"] = exact_match([text], [record["reference"]]) == 1.0
+        self.notes.append(f"--generate: greedy responses of up to {g.max_new_tokens} new tokens scored against the "
+                          "reference (exact match ignoring spacing, ROUGE-1/2/L F1, corpus BLEU; all 0-1)")
+        rouge = rouge_scores(texts, self.references)
+        return {"eval_exact_match": exact_match(texts, self.references), **{f"eval_{k}": v for k, v in rouge.items()},
+                "eval_bleu": bleu(texts, self.references)["bleu"]}
+
+
+def training_task(cfg: RunConfig) -> GenerationTask:
+    """The plug-in ``llmtune finetune --task generation`` trains with."""
+    return GenerationTask(cfg.data.format, cfg.train.train_on_prompt, cfg.train.packing)
+
+
+def eval_task(cfg: RunConfig, config: Any) -> GenerationEval:
+    """The plug-in ``llmtune eval --task generation`` scores with."""
+    return GenerationEval(cfg)

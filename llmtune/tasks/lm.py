@@ -13,12 +13,15 @@ do not depend on the tokenizer, so runs with different tokenizers compare.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Optional
 
-from llmtune.errors import ConfigError, ModelError
-from llmtune.tasks.base import ColumnSpec
+from llmtune.config.schema import RunConfig
+from llmtune.errors import ConfigError, DataError, ModelError
+from llmtune.tasks.base import IGNORE, MAP_BATCH_SIZE, Record
+from llmtune.tasks.registry import TASKS
+from llmtune.tasks.scoring import causal_nll, fixed_mask, masked_nll, nll_totals, token_stream, window_features
 
-MAP_BATCH_SIZE = 1000
 DEFAULT_MLM_PROBABILITY = 0.15  # BERT's rate
 
 
@@ -127,7 +130,7 @@ def lm_eval_metrics(eval_loss: float, units: dict[str, float]) -> dict[str, floa
 class LanguageModelTask:
     """Causal or masked language modelling on packed blocks of plain text."""
 
-    columns = ColumnSpec(required=("text",))
+    columns = TASKS["causal_lm"].columns
 
     def __init__(self, masked: bool, mlm_probability: float = DEFAULT_MLM_PROBABILITY) -> None:
         if not 0 < mlm_probability < 1:
@@ -180,3 +183,116 @@ class LanguageModelTask:
             return inner([{"input_ids": f["input_ids"]} for f in features])
 
         return collate
+
+
+class LanguageModelEval:
+    """Loss, perplexity and bits per character/byte over a whole text split (see the module docstring)."""
+
+    name = "lm"
+    columns = TASKS["lm"].columns
+
+    def __init__(self, cfg: RunConfig, masked: bool) -> None:
+        self.cfg = cfg
+        self.masked = masked
+        self.auto_class = "AutoModelForMaskedLM" if masked else "AutoModelForCausalLM"
+        self.notes: list[str] = []
+        self.features: Any = None
+        self.units: dict[str, float] = {}
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Causal: an eos token to join documents; masked: cls/sep/mask."""
+        check_tokenizer(tokenizer, self.masked)
+
+    def prepare(self, rows: Any, tokenizer: Any, max_length: int, where: str) -> None:
+        """Sliding windows over the token stream (causal) or fixed-mask blocks (masked)."""
+        if self.masked:
+            self._prepare_masked(rows, tokenizer, max_length, where)
+            return
+        from datasets import Dataset
+
+        stream, chars, nbytes = token_stream(rows["text"], tokenizer)
+        if len(stream) < 2:
+            raise DataError(f"{where} holds no text to score; check --text-column")
+        stride = min(self.cfg.eval.stride or max(1, max_length // 2), max_length - 1)
+        self.units = {"tokens": len(stream) - 1, "chars": chars, "bytes": nbytes}
+        self.features = Dataset.from_dict(window_features(stream, max_length, stride))
+        self.notes.append(f"causal LM: {len(stream) - 1:,} tokens ({chars:,} characters) scored with a sliding window "
+                          f"of {max_length} tokens moving by {stride} (each token scored once, with at least "
+                          f"{max_length - stride} tokens of context after the first window)")
+
+    def _prepare_masked(self, rows: Any, tokenizer: Any, block_size: int, where: str) -> None:
+        p, seed = self.cfg.train.mlm_probability, self.cfg.train.seed
+        blocks = LanguageModelTask(masked=True).preprocess(rows, tokenizer, block_size, desc="packing")
+        if len(blocks) == 0:
+            raise DataError(f"{where} is shorter than one block of {block_size} tokens; add text or lower "
+                            "--set train.max_length")
+        self.units = text_units_per_token(blocks, block_size, masked=True)
+        self.features = blocks.map(fixed_mask, with_indices=True, batched=True, remove_columns=blocks.column_names,
+                                   fn_kwargs={"tokenizer": tokenizer, "probability": p, "seed": seed},
+                                   desc="masking")
+        self.notes.append(f"masked LM: pseudo-perplexity would cost one forward pass per token, so the loss is the MLM "
+                          f"loss under a fixed {100 * p:g} % mask (80/10/10 replacement, seed {seed}) over "
+                          f"{len(blocks):,} blocks of {block_size} tokens; perplexity and bits per character are of "
+                          "the masked tokens (compare masked models with each other, not with causal ones)")
+
+    def engine_parts(self, tokenizer: Any) -> dict[str, Any]:
+        """Label-padding collator and per-row NLL sums instead of logits."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return {"collator": GenerationCollator(pad), "preprocess_logits": masked_nll if self.masked else causal_nll}
+
+    def finish(self, output: Any, out_dir: Path, model: Any, tokenizer: Any) -> tuple[dict[str, Any], list[Record]]:
+        """Exact loss, perplexity, bits per token/character/byte; no per-example records."""
+        from llmtune.metrics.core import lm_metrics
+
+        total, tokens = nll_totals(output.predictions)
+        if tokens == 0:
+            raise DataError("no token was scored (the mask chose none); evaluate more text")
+        if self.masked:
+            loss = total / tokens
+            return {"eval_loss": loss, "eval_tokens": tokens,
+                    **{f"eval_{k}": v for k, v in lm_eval_metrics(loss, self.units).items()}}, []
+        scores = lm_metrics(total, tokens, self.units["chars"], self.units["bytes"])
+        return {"eval_tokens": tokens, "eval_chars": self.units["chars"],
+                **{f"eval_{k}": v for k, v in scores.items()}}, []
+
+
+class GenerationCollator:
+    """Pad a batch on the right to its longest row (labels with -100).
+
+    Unpacked rows get an attention mask. Packed rows get none (a 2D mask would switch off
+    transformers' packed-sequence handling): the padding continues with its own position ids from
+    0, so it forms a separate sequence that no real token attends to. ``use_cache=False`` keeps the
+    model from building a key/value cache, with which transformers ignores position resets.
+    Rows without ``labels`` (packed text blocks) are trained on every token.
+    """
+
+    def __init__(self, pad_id: int, packed: bool = False) -> None:
+        self.pad_id = pad_id
+        self.packed = packed
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "attention_mask": [], "position_ids": []}
+        for f in features:
+            ids = list(f["input_ids"])
+            pad = longest - len(ids)
+            batch["input_ids"].append(ids + [self.pad_id] * pad)
+            batch["labels"].append(list(f.get("labels", ids)) + [IGNORE] * pad)
+            if self.packed:
+                positions = f["position_ids"] if "position_ids" in f else range(len(ids))  # eval rows: one example
+                batch["position_ids"].append([*positions, *range(pad)])
+            else:
+                batch["attention_mask"].append([1] * len(ids) + [0] * pad)
+        drop = "attention_mask" if self.packed else "position_ids"
+        out: dict[str, Any] = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items() if k != drop}
+        if self.packed:
+            out["use_cache"] = False
+        return out
+
+
+def eval_task(cfg: RunConfig, config: Any) -> LanguageModelEval:
+    """The plug-in ``llmtune eval --task lm`` scores with (masked when the model has a masked-LM head)."""
+    architectures = [str(a) for a in (getattr(config, "architectures", None) or [])]
+    return LanguageModelEval(cfg, masked=any(a.endswith("ForMaskedLM") for a in architectures))

@@ -5,7 +5,7 @@ import math
 import pytest
 from helpers import classification_rows, write_csv
 
-from llmtune.runs.dryrun import epoch_seconds, estimate_memory, steps_per_epoch
+from llmtune.engine.estimates import epoch_seconds, estimate_memory, steps_per_epoch
 
 GPT2 = {"n_layer": 2, "n_embd": 32, "n_head": 2}
 
@@ -50,7 +50,7 @@ def _config(command, **params):
 def test_pretrain_estimates_match_the_real_model(text, tmp_path, monkeypatch):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from llmtune.runs.dryrun import dry_run
+    from llmtune.runs.pretrain import dry_run
 
     root, lines, tok = text
     cfg = _config("pretrain", arch="gpt2", dataset=str(root / "train.txt"), eval_dataset=str(root / "val.txt"),
@@ -64,9 +64,9 @@ def test_pretrain_estimates_match_the_real_model(text, tmp_path, monkeypatch):
     assert e["steps_per_epoch"] == math.ceil(blocks / 16)  # 8 rows on each of 2 processes
     assert e["memory"].weights == 4 * e["total_params"] and e["memory"].optimizer == 8 * e["total_params"]
     assert e["world_size"] == 2 and not (tmp_path / "run").exists()
-    from llmtune.runs import dryrun
+    from llmtune.runs import pretrain
 
-    monkeypatch.setattr(dryrun, "_EXACT_ROWS", 200)  # big data: pack the first rows only, scale by characters
+    monkeypatch.setattr(pretrain, "_EXACT_ROWS", 200)  # big data: pack the first rows only, scale by characters
     sampled = dry_run(cfg, world_size=1)
     assert abs(sampled["steps_per_epoch"] - math.ceil(blocks / 8)) <= 0.05 * blocks / 8
 
@@ -91,7 +91,7 @@ def test_pretrain_dry_run_cli_writes_nothing(cli, text, tmp_path):
 def test_finetune_estimates_with_frozen_embeddings_and_lora(text, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from llmtune.runs.dryrun import dry_run
+    from llmtune.runs.finetune import dry_run
 
     write_csv(tmp_path / "train.csv", classification_rows(90, seed=1))
     base = dict(task="classification", model=str(tiny_bert), dataset=str(tmp_path / "train.csv"), batch_size=16,

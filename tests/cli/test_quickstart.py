@@ -5,7 +5,7 @@ import json
 import pytest
 
 from llmtune.data.builtin import builtin_dir
-from llmtune.runs.quickstart import STAGES, label_baselines, logged
+from llmtune.pipelines.quickstart import STAGES, label_baselines, logged
 
 ROWS = 24  # training and evaluation rows per stage
 
@@ -86,7 +86,7 @@ def test_encoder_corpus_adds_the_review_texts_without_labels(tmp_path):
     import json
 
     from llmtune.data.builtin import builtin_dir
-    from llmtune.runs.quickstart import encoder_corpus
+    from llmtune.pipelines.quickstart import encoder_corpus
 
     train, validation = encoder_corpus(tmp_path / "corpus")
     lines = train.read_text(encoding="utf-8").splitlines()

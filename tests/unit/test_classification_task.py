@@ -6,21 +6,8 @@ import pytest
 
 from llmtune.config.schema import TokenizerConfig
 from llmtune.errors import ConfigError, DataError
-from llmtune.tasks.classification import (
-    LabelSpace,
-    PadCollator,
-    WeightedLoss,
-    build_label_space,
-    check_eval_labels,
-    class_counts,
-    class_weights,
-    label_kind,
-    score,
-    shrink_logits,
-    tokenize_batch,
-    usable_rows,
-    with_class_names,
-)
+from llmtune.tasks.classification import PadCollator, WeightedLoss, score, shrink_logits, tokenize_batch, usable_rows
+from llmtune.tasks.labels import LabelSpace, build_label_space, check_eval_labels, class_counts, class_weights, label_kind, with_class_names
 
 
 @pytest.fixture(scope="module")

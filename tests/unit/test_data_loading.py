@@ -13,10 +13,10 @@ from llmtune.config.schema import DataConfig
 from llmtune.data.loading import TaskData, load_task_data
 from llmtune.data.splits import random_split_indices, stratified_split_indices
 from llmtune.errors import DataError
-from llmtune.tasks import TASK_INFO, ColumnSpec
+from llmtune.tasks.registry import TASKS, ColumnSpec
 
-CLASSIFY = TASK_INFO["classification"].columns
-QA = TASK_INFO["qa"].columns
+CLASSIFY = TASKS["classification"].columns
+QA = TASKS["qa"].columns
 
 
 @pytest.fixture(autouse=True)
@@ -127,7 +127,7 @@ def test_carve_is_stratified_and_noted(tmp_path: Path) -> None:
 
 def test_carve_without_stratify_column_is_random(tmp_path: Path) -> None:
     rows = [{"text": f"line {i}"} for i in range(20)]
-    data = load(tmp_path, rows, spec=TASK_INFO["causal_lm"].columns)
+    data = load(tmp_path, rows, spec=TASKS["causal_lm"].columns)
     assert (len(data.train), len(data.validation)) == (18, 2)
     assert any("random" in note for note in data.notes)
 
@@ -248,7 +248,7 @@ def test_max_samples_applies_before_carving(tmp_path: Path) -> None:
     ("instructions", "generation"), ("chat", "generation"),
 ])
 def test_builtin_datasets_fit_their_tasks(name: str, task: str) -> None:
-    data = load_task_data(DataConfig(dataset=f"builtin:{name}"), TASK_INFO[task].columns)
+    data = load_task_data(DataConfig(dataset=f"builtin:{name}"), TASKS[task].columns)
     assert len(data.train) >= 300 and len(data.validation) >= 50
 
 

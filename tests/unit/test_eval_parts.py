@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmtune.runs.eval_lm import fixed_mask, sliding_windows, token_nll, token_stream, window_features
-from llmtune.runs.eval_tasks import longest_first, model_label_space, unsort
+from llmtune.tasks.scoring import fixed_mask, sliding_windows, token_nll, token_stream, window_features
+from llmtune.tasks.base import longest_first, unsort
+from llmtune.tasks.labels import model_label_space
 
 
 class CharTokenizer:

@@ -7,20 +7,9 @@ import pytest
 
 from llmtune.chat_template import BUILTIN_CHAT_TEMPLATE, ensure_chat_template, uses_builtin_template
 from llmtune.config.schema import GenerateConfig
-from llmtune.decoding import (
-    GenerateStats,
-    StopWriter,
-    TokenStream,
-    cap_new_tokens,
-    check_prompt_lengths,
-    context_length,
-    count_new_tokens,
-    cut_at_stop,
-    generation_config,
-    left_pad,
-    split_adapter,
-    stop_ids,
-)
+from llmtune.adapters import split_adapter
+from llmtune.decoding import GenerateStats, StopWriter, TokenStream, cap_new_tokens, check_prompt_lengths, count_new_tokens, cut_at_stop, generation_config, left_pad, stop_ids
+from llmtune.modeling import context_length
 from llmtune.errors import DataError, ModelError
 from llmtune.runs.generate import read_prompt_file
 

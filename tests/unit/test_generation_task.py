@@ -231,7 +231,8 @@ def test_prepare_drops_examples_whose_response_is_cut_away_and_reports_them(tok)
 
 
 def test_packing_restarts_positions_per_example_and_pads_as_a_separate_sequence():
-    from llmtune.tasks.generation import GenerationCollator, pack_examples
+    from llmtune.tasks.generation import pack_examples
+    from llmtune.tasks.lm import GenerationCollator
 
     batch = {"input_ids": [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]], "labels": [[-100, 2, 3], [-100, 5],
                                                                                [-100, 7, 8, 9], [-100]]}
@@ -265,7 +266,8 @@ def _tiny_llama(cls=None):
 def test_packing_is_checked_on_the_model_and_refused_where_examples_would_see_each_other(tok):
     from transformers import LlamaForCausalLM
 
-    from llmtune.tasks.generation import GenerationCollator, GenerationTask, packing_isolates
+    from llmtune.tasks.generation import GenerationTask, packing_isolates
+    from llmtune.tasks.lm import GenerationCollator
 
     class Leaky(LlamaForCausalLM):  # attends across examples: ignores the position restarts
         def forward(self, input_ids=None, position_ids=None, **kwargs):
@@ -285,7 +287,7 @@ def test_packing_is_checked_on_the_model_and_refused_where_examples_would_see_ea
 
 
 def test_tied_input_embeddings_are_never_frozen():
-    from llmtune.runs.finetune import freeze_input_embeddings
+    from llmtune.adapters import freeze_input_embeddings
 
     tied = _tiny_llama()
     freeze_input_embeddings(tied)

@@ -11,16 +11,8 @@ import pytest
 from llmtune.config.schema import TokenizerConfig
 from llmtune.errors import ConfigError, DataError, ModelError
 from llmtune.metrics.core import normalize_answer
-from llmtune.tasks.qa import (
-    QATask,
-    answer_status,
-    answers_from_flat,
-    check_tokenizer,
-    ensure_example_ids,
-    prepare_eval_features,
-    prepare_train_features,
-    validate_examples,
-)
+from llmtune.tasks.qa import QATask, check_tokenizer
+from llmtune.tasks.qa_features import answer_status, answers_from_flat, ensure_example_ids, prepare_eval_features, prepare_train_features, validate_examples
 from llmtune.tasks.qa_postprocess import compute_metrics_fn, postprocess_predictions
 from llmtune.tokenizer import train_tokenizer
 

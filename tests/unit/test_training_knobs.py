@@ -6,7 +6,7 @@ import torch
 from llmtune.engine.sampling import LengthBucketSampler
 from llmtune.engine.trainer import scale_lr_of
 from llmtune.errors import ConfigError
-from llmtune.runs.finetune import freeze_lower_layers
+from llmtune.adapters import freeze_lower_layers
 
 
 def _batches(order, size):

@@ -1,0 +1,179 @@
+"""Which weights train, and LoRA adapters: freeze layers, apply adapters, find them in a run dir, merge them.
+
+One place for the peft glue every command needs: ``finetune`` freezes embeddings or lower layers
+(``freeze_input_embeddings``, ``freeze_lower_layers``) or wraps a model (``apply_lora``),
+``export --merge``, ``generate`` and ``eval`` find an adapter folder (``find_adapter``,
+``split_adapter``) and fold it into its base model (``merge_into``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from llmtune.config.schema import RunConfig
+from llmtune.dist import log
+from llmtune.errors import ConfigError, ModelError
+from llmtune.modeling import count_parameters, format_params
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+_HEAD_NAMES = ("classifier", "score", "pre_classifier", "qa_outputs")
+
+
+def lora_targets(model: Any, exclude: list[str]) -> list[str]:
+    """Full names of every linear layer outside the task head and the newly initialised modules.
+
+    Adapting every linear layer ("all-linear", as QLoRA does) works across architectures without a
+    per-model name table: BERT's query/key/value/dense, GPT-2's c_attn/c_proj/c_fc, Llama's q_proj...
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    def excluded(name: str) -> bool:
+        return any(name == e or name.startswith(e + ".") for e in exclude)
+
+    return [name for name, module in model.named_modules()
+            if isinstance(module, (torch.nn.Linear, Conv1D)) and not excluded(name)]
+
+
+_PEFT_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelForQuestionAnswering": "QUESTION_ANS",
+                    "AutoModelForCausalLM": "CAUSAL_LM"}
+
+
+def apply_lora(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: str) -> Any:
+    """Wrap ``model`` in LoRA adapters; the head and newly initialised modules train in full."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+
+    heads = [name for name, _ in model.named_children() if name in _HEAD_NAMES]
+    full = sorted(set(heads) | set(new_modules))
+    output = model.get_output_embeddings()  # an LM head (often tied to the input embeddings) is not adapted
+    head = [n for n, m in model.named_modules() if output is not None and m is output]
+    targets = cfg.lora.target_modules or lora_targets(model, [*full, *head])
+    if not targets:
+        raise ModelError("no linear layers found for LoRA; name them with --set lora.target_modules=[...]")
+    # GPT-2's Conv1D stores its weight transposed; peft must be told (it warns and guesses otherwise).
+    transposed = any(type(m).__name__ == "Conv1D" for n, m in model.named_modules() if n in set(targets))
+    config = LoraConfig(task_type=TaskType[_PEFT_TASK_TYPES[auto_class]], r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                        lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=list(full),
+                        fan_in_fan_out=transposed)
+    if cfg.train.gradient_checkpointing:
+        model.enable_input_require_grads()  # else frozen embeddings leave checkpointed blocks without gradient
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated for v6
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as exc:
+            if "not found in the base model" not in str(exc):
+                raise
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in lora_targets(model, [*full, *head])})
+            raise ModelError(f"lora.target_modules {cfg.lora.target_modules} match no layer of "
+                             f"{type(model).__name__}; its linear layers are: {', '.join(leaves)}") from None
+    total, trainable = count_parameters(model)
+    in_full = f" ({', '.join(full)} in full)" if full else ""
+    log(f"LoRA r={cfg.lora.r} on {len(targets)} layers; training {format_params(trainable)} of "
+        f"{format_params(total)} parameters{in_full}")
+    return model
+
+
+def find_adapter(path: Path) -> Optional[Path]:
+    """The LoRA adapter folder of ``path`` (itself, or its ``adapter/``), or None."""
+    for folder in (path, path / "adapter"):
+        if (folder / ADAPTER_CONFIG).is_file():
+            return folder
+    return None
+
+
+def split_adapter(name: str) -> tuple[str, Optional[Path]]:
+    """``(base model, adapter folder)`` for a bare peft adapter folder, else ``(name, None)``.
+
+    A bare adapter folder holds ``adapter_config.json`` but no ``config.json``; its base model is the
+    ``base_model_name_or_path`` it names. (llmtune LoRA run dirs also hold a merged model at their
+    top, which loads as is.)
+    """
+    path = Path(name).expanduser()
+    config_file = path / ADAPTER_CONFIG
+    if not config_file.is_file() or (path / "config.json").is_file():
+        return name, None
+    try:
+        adapter_cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {config_file}: {exc}; re-save the adapter with save_pretrained") from None
+    base = adapter_cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{config_file} names no base_model_name_or_path; set it to the base model's folder or hub id")
+    task = adapter_cfg.get("task_type")
+    if task not in (None, "CAUSAL_LM"):
+        raise ModelError(f"the adapter in {path} was trained for {task}, not text generation (CAUSAL_LM)")
+    return base, path
+
+
+def tokenizer_source(adapter: Optional[Path], model_path: str) -> str:
+    """The adapter's own tokenizer when it saved one (llmtune does), else the base model's."""
+    from llmtune.tokenizer import TOKENIZER_FILES
+
+    if adapter is not None and any((adapter / f).is_file() for f in TOKENIZER_FILES):
+        return str(adapter)
+    return model_path
+
+
+def merge_into(model: Any, adapter: Path) -> Any:
+    """Load the peft adapter in ``adapter`` onto ``model`` and merge it into the weights (no LoRA cost per token).
+
+    Raises:
+        ModelError: peft is missing, or the adapter does not fit the model.
+    """
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelError(f"{adapter} is a LoRA adapter, which needs peft: pip install peft") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated for v6
+        try:
+            wrapped = PeftModel.from_pretrained(model, str(adapter))
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ModelError(f"cannot load the LoRA adapters in {adapter} onto their base model: {reason}") from exc
+        return wrapped.merge_and_unload()
+
+
+def freeze_input_embeddings(model: Any) -> None:
+    """Keep the token embedding matrix fixed: no gradient, optimizer state or clipping over the vocabulary."""
+    weight = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is weight:
+        log("train.freeze_embeddings: skipped, the input embeddings are tied to the output layer (LM head), "
+            "which must train")
+        return
+    weight.requires_grad_(False)
+    log(f"frozen: input embeddings ({format_params(weight.numel())} parameters)")
+
+
+def freeze_lower_layers(model: Any, n_layers: int) -> int:
+    """Fix every weight below transformer block ``n_layers`` (embeddings included): no backward through them.
+
+    Blocks are the model's longest ``ModuleList``; "below" is registration order, which puts the
+    embeddings first in every transformers model. Returns how many parameters were frozen.
+    """
+    import torch
+
+    blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=[])
+    if n_layers >= len(blocks):
+        raise ConfigError(f"train.freeze_layers={n_layers} would freeze all {len(blocks)} transformer blocks; "
+                          f"pass a number below {len(blocks)}")
+    first_trained = {id(p) for p in blocks[n_layers].parameters()}
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is model.get_input_embeddings().weight
+    frozen = 0
+    for param in model.parameters():
+        if id(param) in first_trained:
+            break
+        if not (tied and param is output.weight):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    log(f"frozen: embeddings and the lowest {n_layers} of {len(blocks)} blocks ({format_params(frozen)} parameters)")
+    return frozen
