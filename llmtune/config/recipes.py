@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH
 from llmtune.errors import ConfigError
+from llmtune.tasks.registry import TASKS
 
 
 def recipes_dir() -> Path:
@@ -66,9 +67,9 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 # Defaults tuned by measurement live in a recipe (documented in its header), used when no recipe is
-# named, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Pretrain picks the tiny recipe
-# of the requested arch; other sizes start from the plain presets.
-FINETUNE_DEFAULTS = {"classification": "classification/default", "qa": "qa/default"}
+# named, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Finetune takes the task's
+# default_recipe from the task registry; pretrain picks the tiny recipe of the requested arch (other
+# sizes start from the plain presets).
 TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
 
 
@@ -88,6 +89,6 @@ def default_recipe(command: str, task: Any = None, arch: Any = None, size: Any =
     if command == "pretrain" and size in (None, "tiny"):
         arch = arch or DEFAULT_PRETRAIN_ARCH
         return TINY_PRETRAIN.get(arch) if isinstance(arch, str) else None
-    if command == "finetune" and isinstance(task, str):
-        return FINETUNE_DEFAULTS.get(task)
+    if command == "finetune" and isinstance(task, str) and task in TASKS:
+        return TASKS[task].default_recipe
     return None

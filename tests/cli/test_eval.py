@@ -281,3 +281,31 @@ def test_bad_input_one_line_exit_2(bad, tmp_path, name, model, dataset, extra, w
                     "-o", out, *extra)
     one_line_error(result, *words)
     assert not out.exists(), "a failed evaluation leaves no folder behind"
+
+
+def test_qa_eval_reproduces_the_runs_own_evaluation(tiny_bert, tmp_path):
+    """Training's final evaluation and `llmtune eval` window contexts with the same stride, so they agree exactly.
+
+    With 64-token windows the stride rule gives 21 tokens (64 // 3); `llmtune eval` once used 16 (64 // 4), which
+    cut the contexts into other windows and moved predicted spans.
+    """
+    from llmtune.data.builtin import builtin_dir
+
+    rows = read_jsonl(builtin_dir("qa") / "validation.jsonl")[:16]
+    write_jsonl(tmp_path / "dev.jsonl", rows)
+    run = tmp_path / "qa"
+    trained = invoke("finetune", "--task", "qa", "--model", tiny_bert, "--dataset", "builtin:qa", "--max-samples", "48",
+                     "--eval-dataset", tmp_path / "dev.jsonl", "--max-steps", "3", "--batch-size", "8",
+                     "--set", "train.max_length=64", "-o", run)
+    assert trained.exit_code == 0, trained.output
+    assert "(stride 21)" in trained.output
+    result = invoke("eval", "--model", run, "--dataset", tmp_path / "dev.jsonl", "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    assert "(stride 21)" in result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    evaluated = json.loads((run / "eval" / "eval_metrics.json").read_text())
+    assert evaluated["eval_exact_match"] == metrics["eval_exact_match"]
+    assert evaluated["eval_f1"] == metrics["eval_f1"]
+    answers = json.loads((run / "predictions.json").read_text())
+    assert len(answers) == 16
+    assert {r["id"]: r["prediction"] for r in read_jsonl(run / "eval" / "predictions.jsonl")} == answers
