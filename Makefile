@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,clean,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,clean,serve,compress,dpo,track]"
 	touch $(STAMP)
 
 # The whole product on the builtin data (`llmtune quickstart`, ~8 min on 2 CPU cores): a tokenizer, a tiny Llama
