@@ -81,6 +81,13 @@ GradientCheckpointing = Annotated[
     typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, slower steps."),
 ]
 
+class CleanFormat(str, Enum):
+    """File formats ``llmtune data clean`` writes."""
+
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 class PrecisionChoice(str, Enum):
     """Training precisions (``train.precision``)."""
 
@@ -171,6 +178,10 @@ FLAG_PATHS: dict[str, str] = {
     "api_key_env": "serve.api_key_env",
     "max_batch_size": "serve.max_batch_size",
     "max_queue": "serve.max_queue",
+    "num_workers": "clean.num_workers",  # `llmtune data clean`
+    "shard": "clean.shard",
+    "decontaminate": "clean.decontaminate.files",
+    "output_format": "clean.format",
 }
 
 # Command parameters that are NOT config keys, by the command name ``resolve_config`` gets ("*": every
