@@ -8,6 +8,7 @@ Output layout::
 
     OUT/train-00000.jsonl ...       cleaned documents, one ``text`` column (or .parquet)
     OUT/report/clean_report.json    per-stage counts, removal reasons, examples, duplicate clusters
+    OUT/report/removed.jsonl        one line per removed document: row, stage, reason (and the row it copies)
     OUT/report/report.md            the same for people, with report/lengths.png
     OUT/report/config.yaml          the resolved config
 

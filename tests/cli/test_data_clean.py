@@ -84,6 +84,10 @@ def test_clean_keeps_the_expected_documents_and_reports_each_stage(cli, raw, tmp
     assert stages["near_dedup"]["docs_out"] == 8 and stages["exact_dedup"]["docs_out"] == 9
     assert report["duplicate_clusters"][0]["kept_row"] == 0 and report["duplicate_clusters"][0]["size"] == 4  # 0, 6, 8, 13
     assert "| 10 | near_dedup | yes | 9 | 8 |" in (out / "report" / "report.md").read_text()
+    removed = [json.loads(line) for line in (out / "report" / "removed.jsonl").read_text().splitlines()]
+    assert sorted((r["row"], r["stage"], r["detail"]) for r in removed) == [
+        (3, "language", None), (4, "length", None), (6, "exact_dedup", "copy of row 0"),
+        (8, "near_dedup", "copy of row 6"), (10, "exact_dedup", "copy of row 1"), (13, "exact_dedup", "copy of row 8")]
     assert png_size(out / "report" / "lengths.png")[0] > 100
     assert not (tmp_path / "corpus.partial").exists()
 
@@ -199,3 +203,12 @@ def test_bad_input_one_line_exit_2(cli, tmp_path, name, args, words):
     one_line_error(result, *words)
     assert {p: digest(p) for p in (tmp_path / "in").iterdir()} == before
     assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_library_names_the_extra(cli, raw, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasketch" else real(name, *a))
+    result = cli("data", "clean", "--dataset", raw, "-o", tmp_path / "o")
+    one_line_error(result, "datasketch", "pip install 'llmtune[clean]'")

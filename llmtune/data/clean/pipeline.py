@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -67,6 +68,7 @@ def save_shard(result: ShardResult, folder: Path, bounds: tuple[int, int]) -> No
     with open(folder / "kept.jsonl", "w", encoding="utf-8") as fh:
         for row, text in result.kept:
             fh.write(json.dumps({"row": row, "text": text}, ensure_ascii=False) + "\n")
+    write_removals(result.stats.items(), folder / "removed.jsonl")
     sigs = [s for s in result.dedup_sigs if s is not None]
     np.savez(folder / "dedup.npz", rows=np.array(result.dedup_rows, dtype=np.int64),
              keys=np.array(result.dedup_keys, dtype=np.uint64), status=np.array(result.dedup_status, dtype=np.int8),
@@ -79,6 +81,14 @@ def save_shard(result: ShardResult, folder: Path, bounds: tuple[int, int]) -> No
     tmp = folder / f".{_STATS}.tmp"
     tmp.write_text(json.dumps(payload), encoding="utf-8")
     os.replace(tmp, folder / _STATS)
+
+
+def write_removals(stages: Any, path: Path, mode: str = "w") -> None:
+    """Append every logged removal of ``stages`` (``(name, StageStats)`` pairs) to ``path`` as JSON lines."""
+    with open(path, mode, encoding="utf-8") as fh:
+        for name, stats in stages:
+            for row, reason, detail in stats.log:
+                fh.write(json.dumps({"row": row, "stage": name, "reason": reason, "detail": detail}) + "\n")
 
 
 def _init_worker(eval_ngrams: frozenset[str]) -> None:
@@ -174,12 +184,23 @@ def finish(work_dir: Path, n_shards: int, cfg: CleanConfig, out_dir: Path) -> Cl
             stages[name].merge(StageStats.from_dict(stage), cfg.examples)
     removed, edges, lengths_in = _cross_shard_dedup(work_dir, n_shards, cfg)
     files, lengths_out, texts = _write_outputs(work_dir, n_shards, cfg, out_dir, removed, stages, edges)
+    _collect_removals(work_dir, n_shards, stages, out_dir / "report" / "removed.jsonl")
     summary = CleanSummary(stages, files, stages["normalize"].docs_in, stages["normalize"].chars_in, bytes_in,
                            lengths_in, lengths_out, clusters=_clusters(edges, texts))
     if not lengths_out:
         raise DataError(f"every document was removed ({removal_summary(stages)}); loosen those stages in the "
                         "recipe or with --set (see docs/data-clean.md)")
     return summary
+
+
+def _collect_removals(work_dir: Path, n_shards: int, stages: dict[str, StageStats], path: Path) -> None:
+    """``removed.jsonl``: every shard's removals, then the cross-shard dedup ones (one line per document)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        for k in range(n_shards):
+            with open(shard_dir(work_dir, k) / "removed.jsonl", encoding="utf-8") as fh:
+                shutil.copyfileobj(fh, out)
+    write_removals(stages.items(), path, mode="a")
 
 
 def removal_summary(stages: dict[str, StageStats]) -> str:

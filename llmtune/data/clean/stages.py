@@ -37,10 +37,12 @@ class StageStats:
     modified: int = 0
     removed: Counter = field(default_factory=Counter)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    log: list[tuple[int, str, Optional[str]]] = field(default_factory=list, repr=False)  # (row, reason, detail)
 
     def remove(self, reason: str, row: int, text: str, limit: int, detail: Optional[str] = None) -> None:
-        """Count one removal and keep it as an example while fewer than ``limit`` are kept for ``reason``."""
+        """Count one removal, log it and keep it as an example while fewer than ``limit`` are kept for ``reason``."""
         self.removed[reason] += 1
+        self.log.append((row, reason, detail))
         shown = self.examples.setdefault(reason, [])
         if len(shown) < limit:
             example = {"row": row, "text": text[:SNIPPET_CHARS]}
