@@ -184,10 +184,10 @@ class Scheduler:
                 self._iterate(admitted)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
                 log(f"serve: generation failed ({type(exc).__name__}: {exc}); failing the requests in the batch")
-                for job in {id(r.owner.job): r.owner.job for r in self.engine.rows + [c.row for j in admitted for c in j.choices]}.values():
-                    job.post(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
-                self.engine.reset()
-        self._fail_all("the server is shutting down")
+                self._fail(admitted, f"generation failed: {type(exc).__name__}: {exc}")
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        self._fail(waiting, "the server is shutting down")
 
     def _admit(self) -> list[Job]:
         """Jobs (oldest first) whose choices fit the free batch slots; abandoned ones are dropped."""
@@ -222,11 +222,9 @@ class Scheduler:
         if any(row.owner.job.cancelled for row in self.engine.rows):
             self.engine.keep([i for i, row in enumerate(self.engine.rows) if not row.owner.job.cancelled])
 
-    def _fail_all(self, message: str) -> None:
-        jobs = {id(r.owner.job): r.owner.job for r in self.engine.rows}
-        with self._wake:
-            jobs.update({id(j): j for j in self._waiting})
-            self._waiting.clear()
+    def _fail(self, extra: list[Job], message: str) -> None:
+        """Send ``Failed`` to every job in the batch and in ``extra``; empty the batch."""
+        jobs = {id(j): j for j in [r.owner.job for r in self.engine.rows] + extra}
         for job in jobs.values():
             job.post(Failed(message))
         self.engine.reset()
