@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Iterator
 
 from llmtune.config.schema import RunConfig
 from llmtune.dist import is_main_process, log
+from llmtune.errors import LlmtuneError
 from llmtune.rundir import RunDir
 
 
@@ -21,6 +23,25 @@ class RunResult:
 
     run_dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def is_fresh(cfg: RunConfig, output_dir: Path) -> bool:
+    """Whether this run starts with an empty (or replaced) output folder, i.e. nothing in it is worth keeping."""
+    return cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+
+
+@contextmanager
+def removed_on_bad_input(run_dir: Path, fresh: bool) -> Iterator[None]:
+    """Delete the run dir a fresh run created when bad input stops it before training, then re-raise.
+
+    A rerun of the corrected command must not need ``--overwrite``; a resumed or reused folder is kept.
+    """
+    try:
+        yield
+    except LlmtuneError:
+        if fresh and is_main_process():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def start_run(cfg: RunConfig, default_name: str) -> Path:
@@ -47,6 +68,9 @@ def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any], metrics_f
     if is_main_process():
         run.write_env()  # again: the device and world size are known now
         run.write_metrics(metrics, metrics_file)
+        from llmtune.engine.trackers import log_final_metrics  # --report-to: tokens/s, MFU... as final/<name>
+
+        log_final_metrics(run_dir, metrics)
         plot_curves(run_dir)
         run.mark_complete({"command": cfg.command, "task": cfg.task})
     return RunResult(run_dir, metrics)

@@ -17,18 +17,17 @@ work lives in each task's module (``EvalTask``, ``llmtune/tasks/base.py``); the 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.errors import ConfigError, LlmtuneError, ModelError
+from llmtune.errors import ConfigError, ModelError
 from llmtune.rundir import atomic_write_text
 from llmtune.dist import is_main_process, log, main_process_first
 from llmtune.modeling import check_weights
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.runs.common import PROGRESS_ROWS, datasets_progress, finish_run, is_fresh, removed_on_bad_input, RunResult, start_run
 from llmtune.tasks.base import EvalTask, eval_task
 from llmtune.tasks.registry import TASKS, eval_name, task_of_architectures, tasks_for
 
@@ -66,15 +65,11 @@ def run(cfg: RunConfig) -> RunResult:
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
     cfg = cfg.model_copy(update={"task": task_name,
                                  "train": cfg.train.model_copy(update={"output_dir": str(output_dir)})})
-    fresh = cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+    fresh = is_fresh(cfg, output_dir)
     log(f"task: {task_name} ({why})")
     run_dir = start_run(cfg, default_name=default_dir.name)
-    try:
+    with removed_on_bad_input(run_dir, fresh):
         prepared = _prepare(cfg, task, info)
-    except LlmtuneError:
-        if fresh and is_main_process():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping; a rerun must not need --overwrite
-        raise
     prepared.facts["task"] = f"{task_name} ({why})"
     return _evaluate(prepared, run_dir, started)
 

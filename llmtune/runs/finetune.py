@@ -13,7 +13,6 @@ fresh run dir that failed that way is removed so the corrected command can simpl
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ from typing import Any, Optional
 from llmtune.adapters import apply_lora, freeze_input_embeddings, freeze_lower_layers
 from llmtune.config.schema import RunConfig
 from llmtune.dist import is_main_process, log, main_process_first, world_size
-from llmtune.errors import ConfigError, LlmtuneError, ModelError
+from llmtune.errors import ConfigError, ModelError
 from llmtune.modeling import capped_max_length, model_tokenizer, quiet_transformers
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.runs.common import PROGRESS_ROWS, datasets_progress, finish_run, is_fresh, removed_on_bad_input, RunResult, start_run
 from llmtune.tasks.base import Features, FinetuneTask, training_task
 from llmtune.tasks.registry import TASKS
 
@@ -55,14 +54,10 @@ def run(cfg: RunConfig) -> RunResult:
     default_dir = Path("runs") / f"finetune-{task.name}-{Path(model_path.rstrip('/')).name}"
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(output_dir)})})
-    fresh = cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+    fresh = is_fresh(cfg, output_dir)
     run_dir = start_run(cfg, default_name=default_dir.name)
-    try:
+    with removed_on_bad_input(run_dir, fresh):
         prepared = _prepare(cfg, task, model_path, resume_checkpoint(cfg, run_dir))
-    except LlmtuneError:
-        if fresh and is_main_process():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping; a rerun must not need --overwrite
-        raise
     return _train(prepared, run_dir, started)
 
 

@@ -13,15 +13,14 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
-from llmtune.errors import ConfigError, DataError, LlmtuneError
-from llmtune.runs.common import PROGRESS_ROWS, RunResult, datasets_progress, finish_run, start_run
+from llmtune.errors import ConfigError, DataError
+from llmtune.runs.common import PROGRESS_ROWS, datasets_progress, finish_run, is_fresh, removed_on_bad_input, RunResult, start_run
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 
 _REFIT_HEADROOM = 2.0  # the real step time may be up to 2x better than the first estimate
@@ -63,14 +62,10 @@ def run(cfg: RunConfig) -> RunResult:
         "model": cfg.model.model_copy(update={"arch": arch}),
         "train": cfg.train.model_copy(update={"output_dir": str(output_dir)}),
     })
-    fresh = cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+    fresh = is_fresh(cfg, output_dir)
     run_dir = start_run(cfg, default_name=default_dir.name)
-    try:
+    with removed_on_bad_input(run_dir, fresh):
         prepared = _prepare(cfg, task, arch, run_dir, resume_checkpoint(cfg, run_dir), started)
-    except LlmtuneError:
-        if fresh and is_main_process():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping; a rerun must not need --overwrite
-        raise
     return _train(prepared, run_dir, started)
 
 
