@@ -90,6 +90,9 @@ def test_clean_keeps_the_expected_documents_and_reports_each_stage(cli, raw, tmp
         (8, "near_dedup", "copy of row 6"), (10, "exact_dedup", "copy of row 1"), (13, "exact_dedup", "copy of row 8")]
     assert png_size(out / "report" / "lengths.png")[0] > 100
     assert not (tmp_path / "corpus.partial").exists()
+    import datasets  # the report folder's JSON files are not data
+
+    assert datasets.load_dataset(str(out), split="train")["text"] == texts
 
 
 def test_output_loads_with_the_data_layer_and_load_dataset(cli, raw, tmp_path):
