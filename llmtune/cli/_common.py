@@ -128,6 +128,9 @@ def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any
 
     cfg = resolve_config(command, params)
     resolve_precision(cfg.train.precision)
+    from llmtune.engine.trackers import check_trackers
+
+    check_trackers(cfg.train.report_to)  # a missing tracker fails here, not after data and model loaded
     processes, accelerate_config = params.get("num_processes"), params.get("accelerate_config")
     if params.get("dry_run"):
         dry_run(cfg, world_size=processes)  # the runner's own preparation, model on the meta device

@@ -121,6 +121,11 @@ AccelerateConfig = Annotated[
     Optional[str],
     typer.Option("--accelerate-config", help="Accelerate config file to launch with, or a shipped example: fsdp, deepspeed-zero2."),
 ]
+ReportTo = Annotated[
+    Optional[list[str]],
+    typer.Option("--report-to", help="Experiment tracker: tensorboard, wandb, mlflow or none (repeatable; "
+                                     "needs llmtune[track]). TensorBoard/MLflow write under the run dir."),
+]
 
 # Flag parameter name -> dotted config path. Commands pass their locals() through
 # ``_common.resolve_config`` which uses this table, so a flag is wired in exactly one place.
@@ -158,6 +163,7 @@ FLAG_PATHS: dict[str, str] = {
     "precision": "train.precision",
     "compile": "train.compile",
     "auto_find_batch_size": "train.auto_find_batch_size",
+    "report_to": "train.report_to",
     "tok_type": "tokenizer.type",
     "vocab_size": "tokenizer.vocab_size",
     "min_frequency": "tokenizer.min_frequency",

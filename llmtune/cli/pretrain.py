@@ -41,6 +41,7 @@ def pretrain(
     gradient_checkpointing: o.GradientCheckpointing = None,
     compile: o.Compile = None,
     auto_find_batch_size: o.AutoFindBatchSize = None,
+    report_to: o.ReportTo = None,
     num_processes: o.NumProcesses = None,
     accelerate_config: o.AccelerateConfig = None,
     overwrite: o.Overwrite = None,

@@ -177,6 +177,10 @@ class TrainConfig(_Section):
         "stop", description="A NaN/inf training loss: stop (keeping the last good checkpoint) or skip that batch."
     )
     overwrite: bool = Field(False, description="Replace a finished run in output_dir.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(
+        default_factory=list,
+        description="Experiment trackers fed by the Trainer's integrations (needs llmtune[track]); [] or none: no tracker.",
+    )
 
     @field_validator("time_budget")
     @classmethod

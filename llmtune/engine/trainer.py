@@ -36,6 +36,7 @@ from llmtune.engine.callbacks import (
 from llmtune.engine.reliability import GracefulStop, NonFiniteGuard, RewindLogs
 from llmtune.engine.samples import SAMPLES_FILE
 from llmtune.engine.sampling import LengthBucketSampler
+from llmtune.engine.trackers import active_extra_callbacks, attach_trackers, check_trackers, resolve_report_to
 from llmtune.errors import ConfigError
 from llmtune.modeling import quiet_transformers
 
@@ -127,7 +128,8 @@ def training_arguments(
         torch_compile=t.compile,
         auto_find_batch_size=t.auto_find_batch_size,
         ddp_find_unused_parameters=False,
-        report_to=[],
+        report_to=resolve_report_to(t.report_to),  # engine/trackers.py: where each tracker writes
+        run_name=Path(output_dir).name,
         disable_tqdm=True,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
@@ -171,6 +173,7 @@ def build_trainer(
         ``(trainer, throughput)`` where ``throughput.summary()`` gives tokens/s and peak memory.
     """
     _quiet_false_alarms()
+    check_trackers(cfg.train.report_to)
     args = training_arguments(
         cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision,
         group_by_length=inputs.group_by_length,
@@ -180,7 +183,7 @@ def build_trainer(
     # time budget, so the time they take counts as evaluation time, not as training step time.
     stop = GracefulStop()
     callbacks = [RewindLogs(run_dir / METRICS_FILE, run_dir / SAMPLES_FILE), MetricsLogCallback(run_dir / METRICS_FILE),
-                 *inputs.callbacks, throughput, stop]
+                 *inputs.callbacks, *active_extra_callbacks(), throughput, stop]
     if time_budget_s is not None:
         callbacks.append(TimeBudgetCallback(time_budget_s))
     if args.load_best_model_at_end and cfg.train.early_stopping_patience:
@@ -203,6 +206,7 @@ def build_trainer(
     trainer.nonfinite = NonFiniteGuard(cfg.train.on_nonfinite, run_dir, cfg.train.lr)
     trainer.new_parameter_lr = (inputs.new_parameters, cfg.train.head_lr_multiplier)
     replace_default_progress(trainer, ProgressCallback(inputs.tokens_per_step))
+    attach_trackers(trainer, run_dir)
     return trainer, throughput
 
 

@@ -71,6 +71,9 @@ def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any], metrics_f
         from llmtune.engine.trackers import log_final_metrics  # --report-to: tokens/s, MFU... as final/<name>
 
         log_final_metrics(run_dir, metrics)
+        from llmtune.engine.trackers import log_final_metrics  # --report-to: tokens/s, MFU... as final/<name>
+
+        log_final_metrics(run_dir, metrics)
         plot_curves(run_dir)
         run.mark_complete({"command": cfg.command, "task": cfg.task})
     return RunResult(run_dir, metrics)
