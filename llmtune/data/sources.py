@@ -193,23 +193,20 @@ def _load_local(groups: dict[str, list[Path]]) -> datasets.DatasetDict:
     datasets = _import_datasets_for_local_loads()
     builder, kwargs = _BUILDER[kind]
     data_files = {split: [str(p) for p in paths] for split, paths in groups.items()}
-    # Local files load in seconds: datasets' per-split progress bars would only clutter the output.
-    bars_were_on = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
     # The builders log a raw "Failed to read file" line before raising; we explain failures ourselves.
     verbosity = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        loaded = datasets.load_dataset(builder, data_files=data_files, **kwargs)
-        if kind == "text":
-            # One row per non-empty line: blank lines separate paragraphs, they are not examples.
-            loaded = loaded.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
+        # Local files load in seconds: datasets' per-split progress bars would only clutter the output.
+        with datasets_progress(False):
+            loaded = datasets.load_dataset(builder, data_files=data_files, **kwargs)
+            if kind == "text":
+                # One row per non-empty line: blank lines separate paragraphs, they are not examples.
+                loaded = loaded.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
     except Exception as exc:  # the builders wrap pandas/pyarrow errors; explain them instead
         raise _explain_failure(groups, kind, exc) from exc
     finally:
         datasets.logging.set_verbosity(verbosity)
-        if bars_were_on:
-            datasets.enable_progress_bars()
     return loaded
 
 
@@ -276,3 +273,24 @@ def _load_hub(spec: str) -> datasets.DatasetDict:
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded
+
+
+PROGRESS_ROWS = 10_000  # tokenizing fewer rows takes about a second: no progress bar
+
+
+@contextmanager
+def datasets_progress(show: bool) -> Iterator[None]:
+    """Hide datasets' progress bars inside the block unless ``show`` (restored after).
+
+    Packing a few thousand rows takes well under a second: a bar would only flash by.
+    """
+    import datasets
+
+    hide = not show and datasets.is_progress_bar_enabled()
+    if hide:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hide:
+            datasets.enable_progress_bars()

@@ -14,9 +14,6 @@ from llmtune.errors import LlmtuneError
 from llmtune.rundir import RunDir
 
 
-PROGRESS_ROWS = 10_000  # tokenizing fewer rows takes about a second: no progress bar
-
-
 @dataclass
 class RunResult:
     """What a runner returns to its command for the summary."""
@@ -71,9 +68,6 @@ def finish_run(cfg: RunConfig, run_dir: Path, metrics: dict[str, Any], metrics_f
         from llmtune.engine.trackers import log_final_metrics  # --report-to: tokens/s, MFU... as final/<name>
 
         log_final_metrics(run_dir, metrics)
-        from llmtune.engine.trackers import log_final_metrics  # --report-to: tokens/s, MFU... as final/<name>
-
-        log_final_metrics(run_dir, metrics)
         plot_curves(run_dir)
         run.mark_complete({"command": cfg.command, "task": cfg.task})
     return RunResult(run_dir, metrics)
@@ -92,19 +86,3 @@ def plot_curves(run_dir: Path) -> None:
         log(f"could not draw plots/curves.png ({type(exc).__name__}: {exc}); `llmtune report {run_dir}` retries")
 
 
-@contextmanager
-def datasets_progress(show: bool) -> Iterator[None]:
-    """Hide datasets' progress bars inside the block unless ``show`` (restored after).
-
-    Packing a few thousand rows takes well under a second: a bar would only flash by.
-    """
-    import datasets
-
-    hide = not show and datasets.is_progress_bar_enabled()
-    if hide:
-        datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if hide:
-            datasets.enable_progress_bars()

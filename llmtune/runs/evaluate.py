@@ -27,7 +27,8 @@ from llmtune.errors import ConfigError, ModelError
 from llmtune.rundir import atomic_write_text
 from llmtune.dist import is_main_process, log, main_process_first
 from llmtune.modeling import check_weights
-from llmtune.runs.common import PROGRESS_ROWS, datasets_progress, finish_run, is_fresh, removed_on_bad_input, RunResult, start_run
+from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.tasks.base import EvalTask, eval_task
 from llmtune.tasks.registry import TASKS, eval_name, task_of_architectures, tasks_for
 

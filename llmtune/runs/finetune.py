@@ -23,7 +23,8 @@ from llmtune.config.schema import RunConfig
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 from llmtune.errors import ConfigError, ModelError
 from llmtune.modeling import capped_max_length, model_tokenizer, quiet_transformers
-from llmtune.runs.common import PROGRESS_ROWS, datasets_progress, finish_run, is_fresh, removed_on_bad_input, RunResult, start_run
+from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.tasks.base import Features, FinetuneTask, training_task
 from llmtune.tasks.registry import TASKS
 

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 
 from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
 from llmtune.errors import ConfigError, DataError
-from llmtune.runs.common import PROGRESS_ROWS, datasets_progress, finish_run, is_fresh, removed_on_bad_input, RunResult, start_run
+from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 
 _REFIT_HEADROOM = 2.0  # the real step time may be up to 2x better than the first estimate
