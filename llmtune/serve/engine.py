@@ -109,6 +109,10 @@ class BatchEngine:
         index = torch.tensor(list(indices), dtype=torch.long, device=self._mask.device)
         self.rows = [self.rows[i] for i in indices]
         self._mask = self._mask[index]
+        if not self.can_join:  # sliding-window layers keep their own window: select rows, trim nothing
+            for layer in self._cache.layers:
+                layer.batch_select_indices(index)
+            return
         used = self._mask.sum(dim=0).nonzero()
         start = int(used.min()) if used.numel() else 0
         self._mask = self._mask[:, start:]

@@ -318,3 +318,26 @@ def test_full_queue_gets_429_and_a_disconnect_frees_the_slot(slow):
     assert httpx.post(f"{slow}{COMP}", json={"prompt": "x", "max_tokens": 2}).status_code == 200
 
 
+
+
+def test_a_failed_forward_pass_is_a_500_and_the_server_keeps_serving(lm):
+    from llmtune.config import load_config
+    from llmtune.runs.serve import build_app
+
+    cfg = load_config("serve", None, {"model.name_or_path": str(lm), "serve.port": 0})
+    app = build_app(cfg)
+    engine, failures = app.state.serve.scheduler.engine, [RuntimeError("simulated out of memory")]
+    add = engine.add
+
+    def add_failing_once(rows):
+        if failures:
+            raise failures.pop()
+        return add(rows)
+
+    engine.add = add_failing_once
+    with _serve(app, cfg.serve) as address:
+        failed = httpx.post(f"{address}{COMP}", json={"prompt": "dog", "max_tokens": 3})
+        assert failed.status_code == 500 and "simulated out of memory" in failed.json()["error"]["message"]
+        assert failed.json()["error"]["type"] == "server_error"
+        ok = httpx.post(f"{address}{COMP}", json={"prompt": "dog", "max_tokens": 3, "temperature": 0})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3

@@ -111,3 +111,33 @@ def test_top_p_samples_only_inside_the_nucleus():
     row.generator = _generator(0)
     picks = {sample_token(_logits([3.0, 2.0, 1.0, 0.0]), row) for _ in range(300)}
     assert picks == {0, 1}
+
+
+def test_sliding_window_caches_batch_but_do_not_take_late_joiners():
+    """Mistral with a 8-token window: its cache layers keep only the window, so rows cannot be re-aligned to
+    join a running batch (``can_join`` turns False and the scheduler waits for the batch to end); rows still
+    leave it correctly."""
+    import torch
+    from transformers import AutoModelForCausalLM, MistralConfig
+
+    from llmtune.config.schema import TokenizerConfig
+    from llmtune.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(CORPUS, TokenizerConfig(type="char", vocab_size=120, min_frequency=1))
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, sliding_window=8,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    engine = BatchEngine(model, tok)
+    rows = [Row(tok(p)["input_ids"], SamplingParams(temperature=0)) for p in PROMPTS[:3]]
+    engine.add(rows)
+    assert not engine.can_join
+    for _ in range(11):  # past the window
+        engine.step()
+    engine.keep([0, 2])
+    for _ in range(6):
+        engine.step()
+    for row, prompt in zip(rows, PROMPTS):
+        expected = reference(model, tok, prompt, len(row.generated))  # generate stops at eos; the engine does not
+        assert row.generated[:len(expected)] == expected and len(expected) >= 5, prompt
