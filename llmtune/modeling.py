@@ -314,6 +314,12 @@ def load_pretrained(name_or_path: str, auto_class: str | Any, *, trust_remote_co
     cls_name = getattr(cls, "__name__", str(auto_class))
     path = resolve_model_path(name_or_path)
     is_local = Path(path).is_dir()
+    if is_local:  # torchao-quantized and ONNX folders (llmtune quantize / export --format onnx)
+        from llmtune.compress import load_compressed
+
+        compressed = load_compressed(path, cls, kwargs)
+        if compressed is not None:
+            return compressed
     if cls_name.startswith("AutoModel") or hasattr(cls, "config_class"):
         kwargs = {**_weights_kwargs(path, is_local, allow_pickle), **kwargs}
     try:
@@ -513,7 +519,8 @@ def check_weights(model_path: str, name: Optional[str] = None) -> None:
     folder = Path(model_path)
     if not folder.is_dir():
         return
-    if any(folder.glob("*.safetensors")) or any(folder.glob("*.index.json")) or pickled_weights(folder):
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.index.json")) or pickled_weights(folder) \
+            or (folder / "model.onnx").is_file():
         return
     raise ModelError(f"{name or model_path} has a config.json but no weights (no model weights file such as "
                      "model.safetensors or pytorch_model.bin); pass the folder save_pretrained wrote, a finished "

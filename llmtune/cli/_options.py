@@ -188,6 +188,12 @@ FLAG_PATHS: dict[str, str] = {
     "shard": "clean.shard",
     "decontaminate": "clean.decontaminate.files",
     "output_format": "clean.format",
+    "teacher": "distill.teacher",  # `llmtune distill`
+    "student": "model.name_or_path",
+    "student_arch": "model.arch",
+    "student_size": "model.size",
+    "kd_temperature": "distill.temperature",  # --temperature elsewhere is generate.temperature
+    "kd_alpha": "distill.alpha",
 }
 
 # Command parameters that are NOT config keys, by the command name ``resolve_config`` gets ("*": every

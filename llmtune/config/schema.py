@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from llmtune.config.clean import CleanConfig
 from llmtune.tasks.registry import TASKS, tasks_for
 
-Command = Literal["pretrain", "finetune", "eval", "generate", "tokenizer", "data", "clean", "serve"]
+Command = Literal["pretrain", "finetune", "eval", "generate", "tokenizer", "data", "clean", "serve", "distill", "prune"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
@@ -263,6 +263,26 @@ class ServeConfig(_Section):
     )
 
 
+class DistillConfig(_Section):
+    """``llmtune distill``: learn from a teacher's output distribution (docs/distill-prune.md)."""
+
+    teacher: Optional[str] = Field(None, description="The teacher: a model folder, llmtune run dir or hub id.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both distributions (> 0).")
+    alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the T^2-scaled KL term; 1 - alpha weighs the task loss (0..1)."
+    )
+
+
+class PruneConfig(_Section):
+    """``llmtune prune``: remove whole heads, FFN channels or layers by a measured importance score."""
+
+    heads: float = Field(0.0, ge=0, lt=1, description="Fraction of attention heads to remove in every layer.")
+    ffn: float = Field(0.0, ge=0, lt=1, description="Fraction of FFN channels to remove in every layer.")
+    layers: int = Field(0, ge=0, description="Number of whole layers to remove.")
+    calibration_samples: int = Field(64, gt=0, description="Rows of --dataset that importance is measured on.")
+    recover_steps: int = Field(0, ge=0, description="Fine-tune steps after pruning (0: none).")
+
+
 class RunConfig(_Section):
     """Everything one command needs; built by ``llmtune.config.load_config``."""
 
@@ -278,6 +298,8 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig, description="`llmtune data clean` stages and output.")
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
 
     @field_validator("task")
     @classmethod

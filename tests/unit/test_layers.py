@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data, tasks, serve", ("llmtune.data", "llmtune.tasks", "llmtune.serve")),
     ("engine", ("llmtune.engine",)),
     ("models", ("llmtune.decoding", "llmtune.modeling", "llmtune.adapters", "llmtune.tokenizer", "llmtune.reports",
-                "llmtune.chat_template")),
+                "llmtune.chat_template", "llmtune.compress")),
     ("base", ("llmtune.config", "llmtune.metrics", "llmtune.hub", "llmtune.errors", "llmtune.dist", "llmtune.rundir",
               "llmtune.tasks.registry", "llmtune")),
 ]
