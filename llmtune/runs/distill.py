@@ -1,0 +1,256 @@
+"""``llmtune distill``: train a small student on a teacher's output distribution -> run dir.
+
+    teacher + student checks -> data -> task features (tasks.classification / tasks.lm)
+        -> student (pretrained, or built from --student-arch/--student-size on the teacher's tokenizer)
+        -> engine with ``engine.distill.DistillLoss`` as the task-level loss -> evaluate -> save
+
+The runner reuses the lower layers only: the tasks' own ``prepare``/collators and the shared engine, so
+a distilled student is a normal run dir that every command loads. Classification needs the teacher's
+label names to equal the data's (and the student's, when it has a head); LM distillation needs one
+tokenizer for both (checked by vocabulary, naming both sizes). Unlabelled text is enough for LM: the
+task term is next-token prediction on the same text.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
+from llmtune.dist import is_main_process, log
+from llmtune.errors import ConfigError, DataError, LlmtuneError, ModelError
+from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
+from llmtune.runs.common import RunResult, finish_run, start_run
+
+TASKS_TAKEN = ("classification", "lm")
+
+
+@dataclass
+class _Prepared:
+    """Everything training needs, checked before the first step."""
+
+    task: Any
+    tokenizer: Any
+    student: Any
+    teacher: Any
+    train: Any
+    eval: Optional[Any]
+    parts: dict[str, Any]
+    shift: bool
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Distil ``cfg.distill.teacher`` into the student ``cfg.model`` describes; return where everything went."""
+    started = time.monotonic()
+    teacher_path = check_request(cfg)
+    student_name = Path(cfg.model.name_or_path.rstrip("/")).name if cfg.model.name_or_path else \
+        f"{cfg.model.arch}-{cfg.model.size}"
+    default_dir = Path("runs") / f"distill-{cfg.task}-{student_name}"
+    output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(output_dir)})})
+    fresh = cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+    run_dir = start_run(cfg, default_name=default_dir.name)
+    try:
+        prepared = _prepare(cfg, teacher_path)
+    except LlmtuneError:
+        if fresh and is_main_process():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping; a rerun must not need --overwrite
+        raise
+    return _train(cfg, prepared, run_dir, started)
+
+
+def check_request(cfg: RunConfig) -> str:
+    """Refuse an impossible request before anything loads; return the teacher's model folder (or hub id).
+
+    Raises:
+        ConfigError: No teacher, no data, a task distill does not take, or both/neither student forms.
+        ModelError: The teacher is a bare LoRA adapter folder or no model folder.
+    """
+    from llmtune.adapters import split_adapter
+    from llmtune.modeling import resolve_model_path
+
+    d = cfg.distill
+    if cfg.task not in TASKS_TAKEN:
+        raise ConfigError(f"distill takes --task classification or lm, not {cfg.task!r}")
+    if not d.teacher:
+        raise ConfigError("distill needs a teacher; pass --teacher MODEL_FOLDER_OR_RUN_DIR")
+    if cfg.data.dataset is None:
+        raise ConfigError("distill needs data; pass --dataset FILE|FOLDER (unlabelled text is enough for -t lm)")
+    if cfg.model.name_or_path and cfg.model.arch:
+        raise ConfigError("pass --student (a pretrained model) OR --student-arch/--student-size (built from scratch), "
+                          "not both")
+    if not cfg.model.name_or_path and not cfg.model.arch:
+        raise ConfigError("distill needs a student: --student MODEL_FOLDER or --student-arch llama --student-size tiny")
+    base, adapter = _adapter_of(d.teacher, split_adapter)
+    if adapter is not None:
+        raise ModelError(f"the teacher {d.teacher} is a bare LoRA adapter folder (base {base}); merge it first "
+                         f"(`llmtune export {d.teacher} --merge -o FOLDER`, or pass the llmtune LoRA run dir, whose "
+                         "top holds the merged model) and pass that folder as --teacher")
+    return resolve_model_path(d.teacher)
+
+
+def _adapter_of(name: str, split: Callable[[str], tuple[str, Optional[Path]]]) -> tuple[str, Optional[Path]]:
+    """``split_adapter`` for any task type (it refuses non-generation adapters, which are adapters too)."""
+    try:
+        return split(name)
+    except ModelError:
+        return name, Path(name)
+
+
+def _prepare(cfg: RunConfig, teacher_path: str) -> _Prepared:
+    from llmtune.data.loading import load_task_data
+    from llmtune.modeling import model_tokenizer
+    from llmtune.tasks.registry import TASKS
+
+    data = load_task_data(cfg.data, TASKS["classification" if cfg.task == "classification" else "lm"].columns,
+                          seed=cfg.train.seed)
+    for note in data.notes:
+        log(note)
+    tokenizer = model_tokenizer(cfg, teacher_path)
+    if cfg.model.name_or_path:
+        check_same_tokenizer(model_tokenizer(cfg, cfg.model.name_or_path), tokenizer, cfg.model.name_or_path,
+                             cfg.distill.teacher or teacher_path)
+    if cfg.task == "classification":
+        return _classification(cfg, teacher_path, data, tokenizer)
+    return _language_model(cfg, teacher_path, data, tokenizer)
+
+
+def check_same_tokenizer(student_tok: Any, teacher_tok: Any, student: str, teacher: str) -> None:
+    """Refuse a student whose tokenizer differs from the teacher's (the teacher reads the student's input ids)."""
+    if len(student_tok) != len(teacher_tok) or student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise ModelError(f"student {student} and teacher {teacher} do not share a tokenizer (vocab {len(student_tok)} "
+                         f"vs {len(teacher_tok)} tokens); distil into a student with the teacher's tokenizer, e.g. "
+                         "--student-arch llama --student-size tiny")
+
+
+def _classification(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any) -> _Prepared:
+    from llmtune.modeling import capped_max_length, load_pretrained
+    from llmtune.tasks.base import training_task
+
+    task = training_task(cfg)
+    teacher_config = load_pretrained(teacher_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
+    if not any(str(a).endswith("ForSequenceClassification") for a in teacher_config.architectures or []):
+        raise ModelError(f"the teacher {cfg.distill.teacher} has no classification head "
+                         f"({', '.join(teacher_config.architectures or ['no architectures'])}); fine-tune it first "
+                         "with `llmtune finetune -t classification`")
+    with datasets_progress(len(data.train) >= PROGRESS_ROWS):
+        features = task.prepare(data, tokenizer, capped_max_length(cfg.train.max_length, teacher_config, tokenizer))
+    for note in features.notes:
+        log(note)
+    names = task.space.names
+    if task.space.multi_label:
+        raise DataError("distill supports single-label classification only; the data has multi-label rows")
+    check_labels(list(teacher_config.id2label.values()), names, f"teacher {cfg.distill.teacher}")
+    student = _student(cfg, task.auto_class, tokenizer, task.model_kwargs(), names)
+    teacher = load_pretrained(teacher_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
+                              allow_pickle=cfg.model.allow_pickle)
+    return _Prepared(task, tokenizer, student, teacher, features.train, features.eval, task.engine_parts(tokenizer),
+                     shift=False)
+
+
+def check_labels(model_names: list[str], data_names: list[str], who: str) -> None:
+    """Refuse a model whose classes (in id order) are not the data's."""
+    if [str(n) for n in model_names] != [str(n) for n in data_names]:
+        raise ModelError(f"label spaces differ: {who} predicts [{', '.join(map(str, model_names))}] but the data has "
+                         f"[{', '.join(map(str, data_names))}] (in id order); distil on data with the teacher's labels")
+
+
+def _student(cfg: RunConfig, auto_class: str, tokenizer: Any, kwargs: dict[str, Any],
+             names: Optional[list[str]] = None, vocab_size: Optional[int] = None) -> Any:
+    """The student: pretrained (``--student``) or built from the preset on the teacher's tokenizer."""
+    import torch
+    import transformers
+
+    from llmtune.modeling import build_config, count_parameters, format_params, load_pretrained, quiet_transformers
+
+    torch.manual_seed(cfg.train.seed)
+    if cfg.model.name_or_path:
+        config = load_pretrained(cfg.model.name_or_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
+        has_head = any(str(a).endswith("ForSequenceClassification") for a in config.architectures or [])
+        if names is not None and has_head:
+            check_labels(list(config.id2label.values()), names, f"student {cfg.model.name_or_path}")
+        with quiet_transformers():
+            model = load_pretrained(cfg.model.name_or_path, auto_class, trust_remote_code=cfg.model.trust_remote_code,
+                                    allow_pickle=cfg.model.allow_pickle, **kwargs)
+    else:
+        overrides = {**({"vocab_size": vocab_size} if vocab_size else {}), **dict(cfg.model.config)}
+        config = build_config(cfg.model.arch or DEFAULT_PRETRAIN_ARCH, cfg.model.size, overrides, tokenizer,
+                              cfg.train.max_length)
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        model = getattr(transformers, auto_class).from_config(config)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    log(f"student: {cfg.model.name_or_path or f'{cfg.model.arch}-{cfg.model.size} from scratch'} as "
+        f"{type(model).__name__}, {format_params(count_parameters(model)[0])} parameters")
+    return model
+
+
+def _language_model(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any) -> _Prepared:
+    from llmtune.modeling import capped_max_length, load_pretrained
+    from llmtune.tasks.lm import LanguageModelTask, text_units_per_token
+
+    task = LanguageModelTask(masked=False)
+    teacher = load_pretrained(teacher_path, "AutoModelForCausalLM", trust_remote_code=cfg.model.trust_remote_code,
+                              allow_pickle=cfg.model.allow_pickle)
+    block = capped_max_length(cfg.train.max_length, teacher.config, tokenizer)
+    with datasets_progress(len(data.train) >= PROGRESS_ROWS):
+        train = task.preprocess(data.train, tokenizer, block, desc="packing train")
+        evaluation = task.preprocess(data.validation, tokenizer, block, desc="packing eval") \
+            if data.validation is not None else None
+    if len(train) == 0:
+        raise DataError(f"the training text is too short for one block of {block} tokens; add text or lower "
+                        "--set train.max_length")
+    evaluation = evaluation if evaluation is not None and len(evaluation) else None
+    student = _student(cfg, "AutoModelForCausalLM", tokenizer, {}, vocab_size=teacher.config.vocab_size)
+    rows_s, rows_t = student.get_output_embeddings().weight.shape[0], teacher.get_output_embeddings().weight.shape[0]
+    if rows_s != rows_t:
+        raise ModelError(f"student and teacher vocab sizes differ ({rows_s} vs {rows_t} output rows); they must share "
+                         "the tokenizer and vocabulary: build the student with --student-arch/--student-size")
+    units = text_units_per_token(evaluation if evaluation is not None else train, block)
+    log(f"data: {len(train)} training blocks, {len(evaluation) if evaluation is not None else 0} evaluation blocks "
+        f"of {block} tokens")
+    parts = {"collator": task.collator(tokenizer), "derive_metrics": _text_metrics(units)}
+    return _Prepared(task, tokenizer, student, teacher, train, evaluation, parts, shift=True)
+
+
+def _text_metrics(units: dict[str, float]) -> Callable[[dict[str, float], str], dict[str, float]]:
+    """Perplexity and bits per token/char/byte from each evaluation's (task) loss."""
+    from llmtune.tasks.lm import lm_eval_metrics
+
+    def derive(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": v for k, v in lm_eval_metrics(metrics[f"{prefix}_loss"], units).items()}
+
+    return derive
+
+
+def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunResult:
+    from llmtune.engine.distill import DistillLogCallback, DistillLoss, first_callback
+    from llmtune.engine.trainer import EngineInputs, build_trainer, final_evaluate
+    from llmtune.modeling import resolve_precision
+
+    parts = dict(p.parts)
+    derive = parts.pop("derive_metrics", None)
+    loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha, shift=p.shift,
+                       task_loss=parts.pop("compute_loss", None))
+    log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
+        f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits computed live each step (not cached)")
+    inputs = EngineInputs(p.student, p.tokenizer, p.train, p.eval, compute_loss=loss, **parts)
+    trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=resolve_precision(cfg.train.precision),
+                                        time_budget_s=cfg.train.time_budget_seconds, derive_metrics=derive)
+    first_callback(trainer, DistillLogCallback(loss.log))
+    metrics = dict(trainer.train().metrics)
+    if p.eval is not None:
+        metrics.update(final_evaluate(trainer))
+        if is_main_process() and hasattr(p.task, "report"):
+            metrics.update(p.task.report(run_dir))
+    trainer.save_model(str(run_dir))
+    summary = loss.log.summary()
+    if summary:
+        log(f"loss terms (run means): KL {summary['distill_kd_term']:.4g} + task {summary['distill_task_term']:.4g} "
+            f"({100 * summary['distill_kd_share']:.0f} % from the teacher)")
+    metrics.update({**summary, **throughput.summary(), "wall_seconds": time.monotonic() - started})
+    return finish_run(cfg, run_dir, metrics)
