@@ -110,7 +110,9 @@ def run_shards(dataset: datasets.Dataset, column: str, work_dir: Path, cfg: Clea
     """Clean the shards ``todo`` (indices into :func:`shard_bounds`), ``cfg.num_workers`` at a time."""
     bounds = shard_bounds(len(dataset), cfg.shard_rows)
     _init_worker(eval_ngrams)
-    with _progress(len(todo)) as advance:
+    # Arrow's size of the text column (text plus offsets): the bar's total, close to the UTF-8 bytes read.
+    estimate = int(dataset.data.column(column).nbytes * sum(bounds[k][1] - bounds[k][0] for k in todo) / max(len(dataset), 1))
+    with _progress(len(todo), estimate) as advance:
         if cfg.num_workers == 1 or len(todo) == 1:
             for k in todo:
                 advance(process_shard(dataset, column, bounds[k], shard_dir(work_dir, k), cfg))
@@ -127,8 +129,8 @@ def run_shards(dataset: datasets.Dataset, column: str, work_dir: Path, cfg: Clea
 class _progress:
     """A rich progress bar with MB/s on a terminal, one log line per shard otherwise."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.bytes, self.start = total, 0, 0, time.monotonic()
+    def __init__(self, total: int, total_bytes: int) -> None:
+        self.total, self.total_bytes, self.done, self.bytes, self.start = total, total_bytes, 0, 0, time.monotonic()
         self.bar: Any = None
 
     def __enter__(self) -> Callable[[int], None]:
@@ -139,7 +141,7 @@ class _progress:
             self.bar = Progress(TextColumn("cleaning"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                                 console=Console(stderr=True))
             self.bar.start()
-            self.task = self.bar.add_task("clean", total=None)
+            self.task = self.bar.add_task("clean", total=self.total_bytes or None)
         return self.advance
 
     def advance(self, n_bytes: int) -> None:
