@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from llmtune.data import _diagnose
+from llmtune.data import diagnose
 from llmtune.errors import DataError
 
 if TYPE_CHECKING:
@@ -186,10 +186,10 @@ def _load_local(groups: dict[str, list[Path]]) -> datasets.DatasetDict:
     kind = _kind_of(groups)
     for paths in groups.values():
         for path in paths:
-            _diagnose.check_not_empty(path, kind)
+            diagnose.check_not_empty(path, kind)
             if kind == "json":
                 # The json builder stores invalid UTF-8 without complaint and fails at first read.
-                _diagnose.check_utf8(path)
+                diagnose.check_utf8(path)
     datasets = _import_datasets_for_local_loads()
     builder, kwargs = _BUILDER[kind]
     data_files = {split: [str(p) for p in paths] for split, paths in groups.items()}
@@ -222,15 +222,15 @@ def _import_datasets_for_local_loads():  # noqa: ANN202 - returns the datasets m
 
 def _explain_failure(groups: dict[str, list[Path]], kind: str, exc: Exception) -> DataError:
     for path in (p for paths in groups.values() for p in paths):
-        error = _diagnose.diagnose(path, kind, exc)
+        error = diagnose.diagnose(path, kind, exc)
         if error is not None:
             return error
     names = ", ".join(str(p) for paths in groups.values() for p in paths)
-    if "corresponds to no data" in _diagnose.root_message(exc):
+    if "corresponds to no data" in diagnose.root_message(exc):
         # datasets refuses a split with no rows (e.g. a CSV with only a header line).
         return DataError(f"{names} has no rows (only a header?); add rows or pass other data")
     return DataError(
-        f"could not read {names} as {kind}: {_diagnose.root_message(exc)}; every row needs the same "
+        f"could not read {names} as {kind}: {diagnose.root_message(exc)}; every row needs the same "
         "columns with the same types"
     )
 
@@ -269,7 +269,7 @@ def _load_hub(spec: str) -> datasets.DatasetDict:
                 f"dataset '{name}' was not found on the Hugging Face Hub (or is private); check the id, "
                 "or pass a local file, folder or builtin:NAME"
             ) from exc
-        raise DataError(f"could not load dataset '{spec}' from the hub: {_diagnose.root_message(exc)}") from exc
+        raise DataError(f"could not load dataset '{spec}' from the hub: {diagnose.root_message(exc)}") from exc
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded

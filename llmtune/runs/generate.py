@@ -100,7 +100,7 @@ def read_prompt_file(path: Path, column: str = "prompt") -> list[str]:
 
     Blank lines are skipped. Raises DataError naming the file (and line) for anything unusable.
     """
-    from llmtune.data._diagnose import check_not_empty, check_utf8
+    from llmtune.data.diagnose import check_not_empty, check_utf8
 
     if not path.exists():
         raise DataError(f"prompt file not found: {path}; check the path (one prompt per line, or .jsonl)")
