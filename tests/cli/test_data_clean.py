@@ -215,3 +215,11 @@ def test_a_missing_library_names_the_extra(cli, raw, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasketch" else real(name, *a))
     result = cli("data", "clean", "--dataset", raw, "-o", tmp_path / "o")
     one_line_error(result, "datasketch", "pip install 'llmtune[clean]'")
+
+
+def test_pretrain_reads_the_cleaned_folder(cli, raw, tmp_path):
+    out = tmp_path / "corpus"
+    assert cli("data", "clean", "--dataset", raw, "-o", out).exit_code == 0
+    result = cli("pretrain", "--dataset", out, "--dry-run", "-o", tmp_path / "lm")
+    assert result.exit_code == 0, result.output
+    assert "training blocks" in result.output
