@@ -15,7 +15,7 @@ import hmac
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
 from llmtune.serve.engine import BatchEngine, SamplingParams
 from llmtune.serve.metrics import MetricsMiddleware, ServeMetrics
@@ -219,7 +219,7 @@ def _add_routes(app: Any, state: ServeState) -> None:
         return await state.respond(request, job, req, len(ids), chat=True)
 
 
-def served_model_id(name_or_path: str, explicit: Optional[str] = None) -> Union[str, Any]:
+def served_model_id(name_or_path: str, explicit: Optional[str] = None) -> str:
     """The id clients use for the model: ``explicit``, else the folder's name or the hub id."""
     if explicit:
         return explicit

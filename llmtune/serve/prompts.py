@@ -10,12 +10,8 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 from llmtune.chat_template import ROLE_MARKERS, ensure_chat_template
+from llmtune.modeling import context_length
 from llmtune.serve.schemas import ApiError
-
-try:  # context_length is moving from decoding to modeling in the current restructure
-    from llmtune.modeling import context_length
-except ImportError:  # pragma: no cover - older layout
-    from llmtune.modeling import context_length
 
 
 class PromptBuilder:

@@ -341,3 +341,35 @@ def test_a_failed_forward_pass_is_a_500_and_the_server_keeps_serving(lm):
         assert failed.json()["error"]["type"] == "server_error"
         ok = httpx.post(f"{address}{COMP}", json={"prompt": "dog", "max_tokens": 3, "temperature": 0})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
+
+
+def _rss_bytes():
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.slow
+def test_1000_requests_from_32_clients_no_5xx_and_flat_memory(url):
+    """The issue's load test: 1,000 requests (a quarter streamed) from 32 clients; resident memory of this
+    process (server included) after request 1,000 within 10 % of after request 100."""
+    done, lock, rss = [0], threading.Lock(), {}
+    bodies = [{"prompt": "the fox", "max_tokens": 6}, {"prompt": "dog", "max_tokens": 6, "stream": True},
+              {"prompt": "every", "max_tokens": 6, "temperature": 0}, {"prompt": "a", "max_tokens": 6, "n": 2}]
+
+    def client(offset):
+        codes = []
+        with httpx.Client(base_url=url, timeout=120) as http:
+            for i in range(offset, 1000, 32):
+                resp = http.post(COMP, json=bodies[i % len(bodies)])
+                resp.read()
+                codes.append(resp.status_code)
+                with lock:
+                    done[0] += 1
+                    if done[0] in (100, 1000):
+                        rss[done[0]] = _rss_bytes()
+        return codes
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = [c for part in pool.map(client, range(32)) for c in part]
+    assert len(codes) == 1000 and set(codes) == {200}
+    assert rss[1000] <= 1.10 * rss[100], rss
