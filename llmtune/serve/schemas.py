@@ -158,6 +158,7 @@ def parse_request(model: type[_Common], body: dict[str, Any]) -> Any:
     Raises:
         ApiError: An unknown or unsupported parameter, a missing field, or a value out of range.
     """
+    body = {k: v for k, v in body.items() if v is not None}  # OpenAI reads an explicit null as "the default"
     for name, value in body.items():
         if name in UNSUPPORTED and value not in UNSUPPORTED[name]:
             raise ApiError(400, f"'{name}' is not supported by this server; remove it from the request", param=name,

@@ -80,6 +80,16 @@ def test_unset_api_key_variable_fails_before_loading(cli, monkeypatch):
     assert result.exit_code == 2 and "LLMTUNE_TEST_NO_KEY is not set" in result.output
 
 
+@pytest.mark.parametrize("args,expected", [
+    ([], "no model given; pass --model"),
+    (["-m", "{tmp}/missing-model"], "missing-model"),
+    (["-m", "{tmp}"], "has no config.json"),
+])
+def test_bad_models_fail_in_one_line(cli, tmp_path, args, expected):
+    result = cli("serve", "--port", "0", *[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2 and expected in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_port_in_use_fails_in_one_line(cli, gpt2):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

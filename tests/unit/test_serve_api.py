@@ -373,3 +373,13 @@ def test_1000_requests_from_32_clients_no_5xx_and_flat_memory(url):
         codes = [c for part in pool.map(client, range(32)) for c in part]
     assert len(codes) == 1000 and set(codes) == {200}
     assert rss[1000] <= 1.10 * rss[100], rss
+
+
+def test_explicit_nulls_mean_defaults_and_token_id_prompts_work(url, lm):
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(str(lm))("the fox")["input_ids"]
+    body = {"prompt": ids, "max_tokens": 4, "temperature": 0, "n": None, "stop": None, "seed": None, "top_p": None}
+    by_ids = httpx.post(f"{url}{COMP}", json=body).json()
+    by_text = httpx.post(f"{url}{COMP}", json={**body, "prompt": "the fox"}).json()
+    assert by_ids["choices"][0]["text"] == by_text["choices"][0]["text"] and by_ids["usage"]["prompt_tokens"] == len(ids)
