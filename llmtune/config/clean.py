@@ -174,6 +174,9 @@ class CleanConfig(_Stage):
     exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig, description="9. Exact dedup.")
     near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig, description="10. Near dedup.")
     format: Literal["jsonl", "parquet"] = Field("jsonl", description="Format of the cleaned shards.")
+    keep_columns: list[str] = Field(
+        default_factory=list, description="Input columns written next to `text` in the output (e.g. url, id)."
+    )
     shard_rows: int = Field(
         10_000, gt=0, description="Input rows per shard: the unit of work, of resuming and of repeated-line counts."
     )

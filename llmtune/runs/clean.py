@@ -143,6 +143,10 @@ def load_input(cfg: RunConfig) -> tuple[Any, str]:
     if dtype not in ("string", "large_string"):
         raise DataError(f"column '{column}' of {spec} holds {dtype or type(dataset.features[column]).__name__}, "
                         "not text; pass --text-column with a text column")
+    missing = [name for name in cfg.clean.keep_columns if name not in dataset.column_names or name == "text"]
+    if missing:
+        raise DataError(f"clean.keep_columns: {', '.join(missing)} cannot be kept (the output's text column is "
+                        f"'text'; columns of {spec}: {', '.join(dataset.column_names)})")
     if len(dataset) == 0:
         raise DataError(f"{spec} has no rows; pass a dataset with documents")
     return dataset, column

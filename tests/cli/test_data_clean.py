@@ -105,6 +105,10 @@ def test_output_loads_with_the_data_layer_and_load_dataset(cli, raw, tmp_path):
     loaded = load_source(str(out))
     assert list(loaded) == ["train"] and loaded["train"].column_names == ["text"] and len(loaded["train"]) == 8
     assert len(datasets.load_dataset(str(out), split="train")) == 8
+    kept = tmp_path / "with-url"
+    assert cli("data", "clean", "--dataset", raw, "-o", kept, "--set", "clean.keep_columns=[url]").exit_code == 0
+    rows = load_source(str(kept))["train"]
+    assert rows.column_names == ["text", "url"] and rows["url"] == [f"u{i}" for i in corpus()[1]]
 
 
 def test_sharded_runs_then_a_final_run_equal_the_single_run(cli, raw, tmp_path):
@@ -195,6 +199,8 @@ BAD = [
     ("output inside input", ["--dataset", "{r}/in", "-o", "{r}/in/clean"], ["inside the input"]),
     ("existing output", ["--dataset", "{r}/in/ok.jsonl", "-o", "{r}/taken"], ["already exists", "--overwrite"]),
     ("bad slice", ["--dataset", "{r}/in/ok.jsonl", "-o", "{r}/o", "--shard", "2/2"], ["clean.shard"]),
+    ("kept column missing", ["--dataset", "{r}/in/ok.jsonl", "-o", "{r}/o", "--set", "clean.keep_columns=[url]"],
+     ["clean.keep_columns: url", "columns of"]),
 ]
 
 

@@ -60,14 +60,24 @@ def read_docs(dataset: datasets.Dataset, column: str, start: int, end: int) -> l
     return [(start + i, value if isinstance(value, str) else "") for i, value in enumerate(values)]
 
 
-def save_shard(result: ShardResult, folder: Path, bounds: tuple[int, int]) -> None:
+def read_meta(dataset: datasets.Dataset, columns: list[str], start: int, end: int) -> dict[int, dict[str, Any]]:
+    """Row -> ``{column: value}`` of the ``columns`` kept next to the text (empty dicts without any)."""
+    if not columns:
+        return {}
+    batch = dataset.select_columns(columns)[start:end]
+    return {start + i: {name: batch[name][i] for name in columns} for i in range(end - start)}
+
+
+def save_shard(result: ShardResult, folder: Path, bounds: tuple[int, int], meta: Optional[dict[int, dict]] = None) -> None:
     """Write one shard's files; stats.json goes last (atomically) and marks the shard finished."""
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
+    meta = meta or {}
     with open(folder / "kept.jsonl", "w", encoding="utf-8") as fh:
         for row, text in result.kept:
-            fh.write(json.dumps({"row": row, "text": text}, ensure_ascii=False) + "\n")
+            record = {"row": row, "text": text, "meta": meta.get(row, {})}
+            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     write_removals(result.stats.items(), folder / "removed.jsonl")
     sigs = [s for s in result.dedup_sigs if s is not None]
     np.savez(folder / "dedup.npz", rows=np.array(result.dedup_rows, dtype=np.int64),
@@ -101,7 +111,7 @@ def process_shard(dataset: datasets.Dataset, column: str, bounds: tuple[int, int
     """Clean one shard and save it; returns its input size in bytes (for the MB/s display)."""
     docs = read_docs(dataset, column, *bounds)
     result = clean_shard(docs, cfg, _EVAL_NGRAMS)
-    save_shard(result, folder, bounds)
+    save_shard(result, folder, bounds, read_meta(dataset, cfg.keep_columns, *bounds))
     return result.bytes_in
 
 
@@ -253,11 +263,11 @@ def _cross_shard_dedup(work_dir: Path, n_shards: int, cfg: CleanConfig) -> tuple
     return removed, edges, lengths_in
 
 
-def _iter_kept(work_dir: Path, k: int) -> Iterator[Doc]:
+def _iter_kept(work_dir: Path, k: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
     with open(shard_dir(work_dir, k) / "kept.jsonl", encoding="utf-8") as fh:
         for line in fh:
             record = json.loads(line)
-            yield record["row"], record["text"]
+            yield record["row"], record["text"], record["meta"]
 
 
 def _write_outputs(work_dir: Path, n_shards: int, cfg: CleanConfig, out_dir: Path, removed: dict[int, tuple[str, int]],
@@ -268,7 +278,7 @@ def _write_outputs(work_dir: Path, n_shards: int, cfg: CleanConfig, out_dir: Pat
     gone = {EXACT: [0, 0], NEAR: [0, 0]}
     for k in range(n_shards):
         rows = []
-        for row, text in _iter_kept(work_dir, k):
+        for row, text, meta in _iter_kept(work_dir, k):
             if row in removed:
                 stage, match = removed[row]
                 stages[stage].remove("duplicate", row, text, cfg.examples, detail=f"copy of row {match}")
@@ -277,7 +287,7 @@ def _write_outputs(work_dir: Path, n_shards: int, cfg: CleanConfig, out_dir: Pat
                 continue
             if row in roots:
                 texts[row] = text[:200]
-            rows.append(text)
+            rows.append({"text": text, **meta})
             lengths_out.append(len(text))
         if rows:
             files.append(write_rows(rows, out_dir / f"train-{k:05d}.{cfg.format}", cfg.format))
@@ -294,18 +304,18 @@ def _adjust_dedup_stats(stages: dict[str, StageStats], gone: dict[str, list[int]
     near.chars_out -= gone[EXACT][1] + gone[NEAR][1]
 
 
-def write_rows(texts: list[str], path: Path, fmt: str) -> str:
-    """Write ``texts`` as a ``text`` column in JSON Lines or Parquet; returns the file name."""
+def write_rows(records: list[dict[str, Any]], path: Path, fmt: str) -> str:
+    """Write ``records`` (``text`` and any kept columns) as JSON Lines or Parquet; returns the file name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({"text": pa.array(texts, type=pa.string())}), path)
+        pq.write_table(pa.Table.from_pylist(records), path)
     else:
         with open(path, "w", encoding="utf-8") as fh:
-            for text in texts:
-                fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     return path.name
 
 
