@@ -137,8 +137,9 @@ def load_input(cfg: RunConfig) -> tuple[Any, str]:
     dataset = select_split(load_source(spec), cfg.data.split, spec)
     column = cfg.data.text_column or "text"
     if column not in dataset.column_names:
+        texts = [name for name, f in dataset.features.items() if getattr(f, "dtype", "") in ("string", "large_string")]
         raise DataError(f"column '{column}' not found in {spec}; columns are: {', '.join(dataset.column_names)}. "
-                        "Pass --text-column NAME")
+                        f"Pass --text-column {texts[0] if texts else 'NAME'}")
     dtype = getattr(dataset.features[column], "dtype", None)
     if dtype not in ("string", "large_string"):
         raise DataError(f"column '{column}' of {spec} holds {dtype or type(dataset.features[column]).__name__}, "

@@ -189,7 +189,7 @@ def _bad_files(root: Path) -> None:
 
 
 BAD = [
-    ("no text column", ["--dataset", "{r}/in/body.jsonl", "-o", "{r}/o"], ["column 'text' not found", "body, url"]),
+    ("no text column", ["--dataset", "{r}/in/body.jsonl", "-o", "{r}/o"], ["column 'text' not found", "body, url", "--text-column body"]),
     ("not utf-8", ["--dataset", "{r}/in/latin1.jsonl", "-o", "{r}/o"], ["not valid UTF-8", "offset 13"]),
     ("everything filtered", ["--dataset", "{r}/in/ok.jsonl", "-o", "{r}/o"], ["every document was removed", "length 1"]),
     ("threshold out of range", ["--dataset", "{r}/in/ok.jsonl", "-o", "{r}/o", "--set", "clean.near_dedup.threshold=1.5"],
