@@ -194,6 +194,11 @@ FLAG_PATHS: dict[str, str] = {
     "student_size": "model.size",
     "kd_temperature": "distill.temperature",  # --temperature elsewhere is generate.temperature
     "kd_alpha": "distill.alpha",
+    "heads": "prune.heads",  # `llmtune prune`
+    "ffn": "prune.ffn",
+    "layers": "prune.layers",
+    "recover_steps": "prune.recover_steps",
+    "calibration_samples": "prune.calibration_samples",
 }
 
 # Command parameters that are NOT config keys, by the command name ``resolve_config`` gets ("*": every

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune import __version__
-from llmtune.cli import data, distill, eval_, export, finetune, generate, pretrain, quickstart, recipes, report, serve, tokenizer
+from llmtune.cli import data, distill, eval_, export, finetune, generate, pretrain, prune, quickstart, recipes, report, serve, tokenizer
 from llmtune.cli._common import handle_errors
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ def _register() -> None:
     app.command("report", help=report.HELP, epilog=report.EXAMPLES)(handle_errors(report.report))
     app.command("generate", help=generate.HELP, epilog=generate.EXAMPLES)(handle_errors(generate.generate))
     app.command("distill", help=distill.HELP, epilog=distill.EXAMPLES)(handle_errors(distill.distill))
+    app.command("prune", help=prune.HELP, epilog=prune.EXAMPLES)(handle_errors(prune.prune))
     app.command("export", help=export.HELP, epilog=export.EXAMPLES)(handle_errors(export.export))
     app.command("serve", help=serve.HELP, epilog=serve.EXAMPLES)(handle_errors(serve.serve))
     app.add_typer(recipes.app, name="recipes", help="List, show and copy the shipped YAML recipes.")
