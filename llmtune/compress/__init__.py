@@ -14,89 +14,30 @@ asks ``load_compressed`` first, so every consumer (``eval``, ``generate``, ``ser
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from llmtune.errors import ConfigError, ModelError
-
-RECORD_FILE = "compression.json"
-"""What made a compressed folder: ``{"format", "method", "versions", "bytes", "source_bytes", ...}``."""
-ONNX_FILE = "model.onnx"
-EXTRA = "pip install 'llmtune[compress]'"
-AUX_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-             "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt",
-             "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
-"""Files besides the weights that travel into a compressed folder (tokenizer, generation settings)."""
-
-
-def require(module: str, what: str) -> Any:
-    """Import ``module`` or raise one line naming the extra that installs it.
-
-    Raises:
-        ConfigError: ``module`` is not installed.
-    """
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"{what} needs {module.split('.')[0]}, which is not installed; {EXTRA}") from None
+from llmtune.compress.base import (  # noqa: F401 - the package's public names
+    AUX_FILES,
+    EXTRA,
+    ONNX_FILE,
+    RECORD_FILE,
+    folder_bytes,
+    library_versions,
+    quantization_of,
+    read_record,
+    refuse_compressed,
+    require,
+    weight_bytes,
+)
+from llmtune.errors import ModelError
 
 
-def read_record(folder: Path) -> Optional[dict[str, Any]]:
-    """The folder's ``compression.json``, or None when it has none."""
-    path = Path(folder) / RECORD_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def quantization_of(folder: Path) -> Optional[str]:
-    """How ``folder``'s model is already compressed (``"torchao int8-dynamic"``, ``"onnx"``...), or None."""
-    folder = Path(folder)
-    record = read_record(folder) or {}
-    if record:
-        return " ".join(str(record[k]) for k in ("format", "method") if record.get(k))
-    if (folder / ONNX_FILE).is_file():
-        return "onnx"
-    config = folder / "config.json"
-    if config.is_file():
-        quant = json.loads(config.read_text(encoding="utf-8")).get("quantization_config")
-        if quant:
-            return str(quant.get("quant_method", "quantized"))
-    return None
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes of every file under ``folder``."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-
-
-def weight_bytes(folder: Path) -> int:
-    """Bytes of the weight files of ``folder`` (safetensors or ONNX, with ONNX external data)."""
-    names = ("*.safetensors", "*.onnx", "*.onnx.data", "*.onnx_data")
-    return sum(p.stat().st_size for pattern in names for p in Path(folder).glob(pattern) if p.is_file())
-
-
-def library_versions(*names: str) -> dict[str, str]:
-    """``{name: version}`` of the installed distributions among ``names``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
-def load_compressed(path: str, cls: Any, kwargs: dict[str, Any]) -> Optional[Any]:
+def load_compressed(path: str, cls: Any, kwargs: dict[str, Any]) -> Any | None:
     """Load a compressed folder for ``modeling.load_pretrained``, or None when ``path`` is not one.
 
     Tokenizers and configs load the usual way (None); an ONNX folder loads as ``OrtModel``; a torchao
-    folder is checked for torchao and then loads the usual way (None).
+    folder loads with ``from_pretrained`` once torchao is known to be installed.
 
     Raises:
         ConfigError: The extra that reads the folder is not installed.
@@ -134,15 +75,3 @@ def _load_torchao(folder: Path, cls: Any, kwargs: dict[str, Any]) -> Any:
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     model.is_quantized = False
     return loaded
-
-
-def refuse_compressed(path: str, action: str) -> None:
-    """Refuse to ``action`` a folder that is already compressed.
-
-    Raises:
-        ModelError: ``path`` holds a quantized or ONNX model.
-    """
-    kind = quantization_of(Path(path))
-    if kind:
-        raise ModelError(f"{path} is already compressed ({kind}); {action} the full-precision run or model folder "
-                         "it was made from")

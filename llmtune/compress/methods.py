@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from llmtune.compress import require
+from llmtune.compress.base import require
 from llmtune.errors import ConfigError
 
 METHODS = ("int8-dynamic", "int8-weight-only", "int4-weight-only")

@@ -13,6 +13,11 @@ What is exported depends on what the source holds:
 
 ``--merge`` on a source without adapters is refused (there is nothing to merge), and so is a bare
 adapter folder without ``--merge`` (an adapter alone is not a model).
+
+``--format onnx`` (``export_onnx``) writes ``model.onnx`` instead of safetensors weights, for
+classification, question-answering and causal-LM heads (``llmtune.compress.onnx_export``), with
+``--quantize int8`` for ONNX Runtime dynamic quantization, a parity check against the PyTorch model
+and ``compression.json``; it is written into a temporary folder renamed when complete.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ _AUTO_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSe
                  "QUESTION_ANS": "AutoModelForQuestionAnswering", "TOKEN_CLS": "AutoModelForTokenClassification"}
 _LABEL_FIELDS = ("id2label", "label2id", "problem_type")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+FORMATS = ("hf", "onnx")
+QUANTIZE = ("int8",)
 
 
 @dataclass
@@ -47,10 +54,13 @@ class ExportResult:
     base_model: Optional[str]
     parameters: Optional[int]
     bytes_on_disk: int
+    parity: tuple[str, ...] = ()
+    format: str = "hf"
 
 
 def run(source: str, output_dir: str, *, merge: bool = False, base_model: Optional[str] = None,
-        dtype: str = "auto", overwrite: bool = False) -> ExportResult:
+        dtype: str = "auto", overwrite: bool = False, format: str = "hf",
+        quantize: Optional[str] = None) -> ExportResult:
     """Export ``source`` into ``output_dir`` (see the module docstring).
 
     Raises:
@@ -69,6 +79,16 @@ def run(source: str, output_dir: str, *, merge: bool = False, base_model: Option
         raise ConfigError(f"{source} is a LoRA adapter folder, not a model; pass --merge to merge it into its base model")
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    if quantize is not None and format != "onnx":
+        raise ConfigError("--quantize applies to --format onnx; for a quantized Hugging Face folder use "
+                          "llmtune quantize RUN --method int8-dynamic -o OUT")
+    if format == "onnx":
+        if merge:
+            raise ConfigError("--format onnx exports a full model: merge first (llmtune export RUN --merge -o MERGED), "
+                              "then export MERGED with --format onnx")
+        return export_onnx(src, Path(output_dir).expanduser(), quantize, overwrite)
     out = _prepare_output(src, Path(output_dir).expanduser(), overwrite)
     if merge:
         assert adapter is not None
@@ -178,3 +198,72 @@ def _save_tokenizer(adapter: Path, base: str, out: Path) -> None:
 
     has_own = any((adapter / name).is_file() for name in TOKENIZER_FILES)
     load_tokenizer(str(adapter) if has_own else base).save_pretrained(str(out))
+
+
+def export_onnx(src: Path, out: Path, quantize: Optional[str], overwrite: bool) -> ExportResult:
+    """``--format onnx``: the source's model as ``model.onnx`` + config + tokenizer + ``compression.json``.
+
+    Raises:
+        ConfigError: An unknown ``--quantize``, a head ONNX export does not support, the extra missing,
+            an output folder that is not empty or overlaps the source.
+        ModelError: An already compressed source, tracing failure or failed parity check.
+    """
+    from llmtune.compress import AUX_FILES, RECORD_FILE, folder_bytes, library_versions, refuse_compressed
+    from llmtune.compress.onnx_export import export_onnx as export_graph_folder
+    from llmtune.dist import log
+    from llmtune.modeling import check_weights
+    from llmtune.tokenizer import load_tokenizer
+
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE)}")
+    folder = _model_folder(src)
+    refuse_compressed(str(folder), "export")
+    check_weights(str(folder), str(src))
+    architecture = _architecture(folder)
+    _check_output(src, out, overwrite)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        tokenizer = load_tokenizer(str(folder))
+        if tokenizer.pad_token is None:  # decoder-only tokenizers: the parity rows are padded with end-of-text
+            tokenizer.pad_token = tokenizer.eos_token
+        results, parameters = export_graph_folder(str(folder), tmp, architecture, tokenizer, quantize)
+        for name in AUX_FILES:
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, tmp / name)
+        lines = tuple(r.line(p) for r, p in zip(results, ("fp32", "int8")))
+        size, source_size = (tmp / "model.onnx").stat().st_size, _weights_size(folder)
+        record = {"format": "onnx", "method": f"{quantize}-dynamic" if quantize else "fp32", "source": str(src),
+                  "architecture": architecture, "opset": 17, "parity": lines, "bytes": size,
+                  "source_bytes": source_size, "ratio": round(size / source_size, 4) if source_size else None,
+                  "versions": library_versions("torch", "transformers", "onnx", "onnxruntime")}
+        record["folder_bytes"] = folder_bytes(tmp)
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for line in lines:
+        log(line)
+    return ExportResult(out, False, None, parameters, size, lines, "onnx")
+
+
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise ConfigError(f"--output-dir {out} overlaps the source {src}; export into a separate folder")
+    if o.exists() and (not o.is_dir() or any(o.iterdir())) and not overwrite:
+        raise ConfigError(f"--output-dir {out} exists and is not empty; pass --overwrite to replace it")
+
+
+def _architecture(folder: Path) -> str:
+    architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    if not architectures:
+        raise ModelError(f"{folder}/config.json names no architecture; re-save the model with save_pretrained")
+    return str(architectures[0])
+
+
+def _weights_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
