@@ -7,6 +7,7 @@ import typer
 
 from llmtune import __version__
 from llmtune.cli import data, distill, eval_, export, finetune, generate, pretrain, prune, quickstart, recipes, report, serve, tokenizer
+from llmtune.cli import sweep
 from llmtune.cli._common import handle_errors
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ def _register() -> None:
     app.command("quickstart", help=quickstart.HELP, epilog=quickstart.EXAMPLES)(handle_errors(quickstart.quickstart))
     app.command("pretrain", help=pretrain.HELP, epilog=pretrain.EXAMPLES)(handle_errors(pretrain.pretrain))
     app.command("finetune", help=finetune.HELP, epilog=finetune.EXAMPLES)(handle_errors(finetune.finetune))
+    app.command("sweep", help=sweep.HELP, epilog=sweep.EXAMPLES)(handle_errors(sweep.sweep))
     app.command("eval", help=eval_.HELP, epilog=eval_.EXAMPLES)(handle_errors(eval_.evaluate))
     app.command("report", help=report.HELP, epilog=report.EXAMPLES)(handle_errors(report.report))
     app.command("generate", help=generate.HELP, epilog=generate.EXAMPLES)(handle_errors(generate.generate))

@@ -13,7 +13,6 @@ task term is next-token prediction on the same text.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Any, Callable, Optional
 
 from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
 from llmtune.dist import is_main_process, log
-from llmtune.errors import ConfigError, DataError, LlmtuneError, ModelError
+from llmtune.errors import ConfigError, DataError, ModelError
 from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
-from llmtune.runs.common import RunResult, finish_run, start_run
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 
 TASKS_TAKEN = ("classification", "lm")
 
@@ -51,14 +50,10 @@ def run(cfg: RunConfig) -> RunResult:
     default_dir = Path("runs") / f"distill-{cfg.task}-{student_name}"
     output_dir = Path(cfg.train.output_dir or default_dir).expanduser()
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(output_dir)})})
-    fresh = cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
+    fresh = is_fresh(cfg, output_dir)
     run_dir = start_run(cfg, default_name=default_dir.name)
-    try:
+    with removed_on_bad_input(run_dir, fresh):
         prepared = _prepare(cfg, teacher_path)
-    except LlmtuneError:
-        if fresh and is_main_process():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping; a rerun must not need --overwrite
-        raise
     return _train(cfg, prepared, run_dir, started)
 
 
@@ -144,11 +139,11 @@ def _classification(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any
     if task.space.multi_label:
         raise DataError("distill supports single-label classification only; the data has multi-label rows")
     check_labels(list(teacher_config.id2label.values()), names, f"teacher {cfg.distill.teacher}")
-    student = _student(cfg, task.auto_class, tokenizer, task.model_kwargs(), names)
+    student, new = _student(cfg, task.auto_class, tokenizer, task.model_kwargs(), names)
     teacher = load_pretrained(teacher_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                               allow_pickle=cfg.model.allow_pickle)
-    return _Prepared(task, tokenizer, student, teacher, features.train, features.eval, task.engine_parts(tokenizer),
-                     shift=False)
+    return _Prepared(task, tokenizer, student, teacher, features.train, features.eval,
+                     {**task.engine_parts(tokenizer), "new_parameters": new}, shift=False)
 
 
 def check_labels(model_names: list[str], data_names: list[str], who: str) -> None:
@@ -159,34 +154,45 @@ def check_labels(model_names: list[str], data_names: list[str], who: str) -> Non
 
 
 def _student(cfg: RunConfig, auto_class: str, tokenizer: Any, kwargs: dict[str, Any],
-             names: Optional[list[str]] = None, vocab_size: Optional[int] = None) -> Any:
-    """The student: pretrained (``--student``) or built from the preset on the teacher's tokenizer."""
+             names: Optional[list[str]] = None, vocab_size: Optional[int] = None) -> tuple[Any, frozenset[str]]:
+    """The student, pretrained (``--student``) or built from the preset on the teacher's tokenizer, with
+    ``model.dropout`` and ``train.freeze_embeddings`` applied as finetune does; also the names of the weights
+    it had to create (a new head: they learn at ``train.head_lr_multiplier`` x the lr)."""
     import torch
     import transformers
 
-    from llmtune.modeling import build_config, count_parameters, format_params, load_pretrained, quiet_transformers
+    from llmtune.adapters import freeze_input_embeddings
+    from llmtune.modeling import (
+        build_config, count_parameters, dropout_fields, format_params, load_pretrained, quiet_transformers,
+    )
 
     torch.manual_seed(cfg.train.seed)
+    new: frozenset[str] = frozenset()
     if cfg.model.name_or_path:
         config = load_pretrained(cfg.model.name_or_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
         has_head = any(str(a).endswith("ForSequenceClassification") for a in config.architectures or [])
         if names is not None and has_head:
             check_labels(list(config.id2label.values()), names, f"student {cfg.model.name_or_path}")
         with quiet_transformers():
-            model = load_pretrained(cfg.model.name_or_path, auto_class, trust_remote_code=cfg.model.trust_remote_code,
-                                    allow_pickle=cfg.model.allow_pickle, **kwargs)
+            model, info = load_pretrained(
+                cfg.model.name_or_path, auto_class, trust_remote_code=cfg.model.trust_remote_code,
+                allow_pickle=cfg.model.allow_pickle, output_loading_info=True,
+                **{**dropout_fields(config, cfg.model.dropout), **kwargs})
+        new = frozenset(str(k) for k in info.get("missing_keys", ()))
     else:
         overrides = {**({"vocab_size": vocab_size} if vocab_size else {}), **dict(cfg.model.config)}
         config = build_config(cfg.model.arch or DEFAULT_PRETRAIN_ARCH, cfg.model.size, overrides, tokenizer,
                               cfg.train.max_length)
-        for key, value in kwargs.items():
+        for key, value in {**dropout_fields(config, cfg.model.dropout), **kwargs}.items():
             setattr(config, key, value)
         model = getattr(transformers, auto_class).from_config(config)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.train.freeze_embeddings:
+        freeze_input_embeddings(model)
     log(f"student: {cfg.model.name_or_path or f'{cfg.model.arch}-{cfg.model.size} from scratch'} as "
         f"{type(model).__name__}, {format_params(count_parameters(model)[0])} parameters")
-    return model
+    return model, new
 
 
 def _language_model(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any) -> _Prepared:
@@ -205,7 +211,7 @@ def _language_model(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any
         raise DataError(f"the training text is too short for one block of {block} tokens; add text or lower "
                         "--set train.max_length")
     evaluation = evaluation if evaluation is not None and len(evaluation) else None
-    student = _student(cfg, "AutoModelForCausalLM", tokenizer, {}, vocab_size=teacher.config.vocab_size)
+    student, _ = _student(cfg, "AutoModelForCausalLM", tokenizer, {}, vocab_size=teacher.config.vocab_size)
     rows_s, rows_t = student.get_output_embeddings().weight.shape[0], teacher.get_output_embeddings().weight.shape[0]
     if rows_s != rows_t:
         raise ModelError(f"student and teacher vocab sizes differ ({rows_s} vs {rows_t} output rows); they must share "

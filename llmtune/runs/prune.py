@@ -177,9 +177,9 @@ def _scored(p: _Prepared, cfg: RunConfig, stage: str) -> dict[str, float]:
 def _summary(metrics: dict[str, Any], config: Any) -> str:
     heads = metrics["heads_removed_per_layer"]
     ffn = metrics["ffn_channels_removed_per_layer"]
+    removed = f" (removed {metrics['removed_layers']})" if metrics["removed_layers"] else ""
     parts = [f"pruned: {metrics['params_before']:,} -> {metrics['params_after']:,} parameters "
-             f"({100 * metrics['param_ratio']:.1f} %)", f"{config.num_hidden_layers} layers"
-             + (f" (removed {metrics['removed_layers']})" if metrics["removed_layers"] else "")]
+             f"({100 * metrics['param_ratio']:.1f} %)", f"{config.num_hidden_layers} layers{removed}"]
     if heads:
         parts.append(f"{config.num_attention_heads} heads per layer (-{heads})")
     if ffn:
