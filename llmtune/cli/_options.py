@@ -22,6 +22,7 @@ class DataFormat(str, Enum):
     prompt_completion = "prompt_completion"
     alpaca = "alpaca"
     chat = "chat"
+    sharegpt = "sharegpt"
 
 
 Recipe = Annotated[

@@ -74,7 +74,7 @@ class DataConfig(_Section):
     max_samples: Optional[int] = Field(None, gt=0, description="Use at most this many training rows.")
     max_eval_samples: Optional[int] = Field(None, gt=0, description="Use at most this many evaluation rows.")
     allow_no_answer: bool = Field(False, description="QA: train and score unanswerable questions (SQuAD v2).")
-    format: Optional[Literal["text", "prompt_completion", "alpaca", "chat"]] = Field(
+    format: Optional[Literal["text", "prompt_completion", "alpaca", "chat", "sharegpt"]] = Field(
         None, description="Generation: data format (None: detected from the columns; see llmtune.tasks.chat_formats)."
     )
 
@@ -283,6 +283,27 @@ class PruneConfig(_Section):
     recover_steps: int = Field(0, ge=0, description="Fine-tune steps after pruning (0: none).")
 
 
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+"""The pairwise losses of TRL's DPOTrainer (trl 1.16), ``dpo.loss_type``."""
+
+
+class DpoConfig(_Section):
+    """``finetune --task dpo``: preference tuning on TRL's DPOTrainer (docs/dpo.md)."""
+
+    beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference model (> 0; higher: less).")
+    loss_type: Literal[DPO_LOSS_TYPES] = Field(  # type: ignore[valid-type]
+        "sigmoid", description="TRL's pairwise loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, ... (docs/dpo.md)."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO: assumed share of flipped labels.")
+    precompute_ref_log_probs: bool = Field(
+        False, description="Score every pair with the reference model once before training (no reference in memory)."
+    )
+    max_prompt_length: Optional[int] = Field(
+        None, gt=0, description="Cut longer prompts to their last N tokens (None: cut only when a pair is too long)."
+    )
+
+
 class RunConfig(_Section):
     """Everything one command needs; built by ``llmtune.config.load_config``."""
 
@@ -298,6 +319,7 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig, description="`llmtune data clean` stages and output.")
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="`finetune --task dpo` (preference tuning).")
     distill: DistillConfig = Field(default_factory=DistillConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
 

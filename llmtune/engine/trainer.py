@@ -59,6 +59,10 @@ class EngineInputs:
         group_by_length: Batch examples of similar length together (features need a ``length`` column).
         new_parameters: Names of parameters trained from scratch (a new task head); they learn at
             ``train.head_lr_multiplier`` times the learning rate.
+        trainer_class: A task's own Trainer, a subclass of ``LlmtuneTrainer`` that mixes in a library's trainer
+            (``class _(LlmtuneTrainer, trl.DPOTrainer)``: every override here calls ``super()``, so llmtune's
+            behaviour wraps the library's); its ``args_class`` attribute names its arguments class. None: LlmtuneTrainer.
+        trainer_args: Extra fields of that arguments class (e.g. DPO's ``beta``), on top of ``cfg.train``'s.
     """
 
     model: Any
@@ -73,10 +77,13 @@ class EngineInputs:
     compute_loss: Optional[Callable[..., Any]] = None
     group_by_length: bool = False
     new_parameters: frozenset[str] = frozenset()
+    trainer_class: Optional[type] = None
+    trainer_args: dict[str, Any] = field(default_factory=dict)
 
 
 def training_arguments(
-    cfg: RunConfig, output_dir: Path, *, has_eval: bool, precision: str = "fp32", group_by_length: bool = False
+    cfg: RunConfig, output_dir: Path, *, has_eval: bool, precision: str = "fp32", group_by_length: bool = False,
+    args_class: type = TrainingArguments, extra: Optional[dict[str, Any]] = None,
 ) -> Any:
     """Map ``cfg.train`` onto ``transformers.TrainingArguments``.
 
@@ -86,6 +93,8 @@ def training_arguments(
         has_eval: Whether there is evaluation data (else no evaluation strategy).
         precision: Resolved precision (``fp32``, ``bf16`` or ``fp16``), never ``auto``.
         group_by_length: Length-grouped sampling (fewer pad tokens per batch with dynamic padding).
+        args_class: ``TrainingArguments`` or a subclass (a library trainer's config, e.g. TRL's DPOConfig).
+        extra: Fields of ``args_class`` beyond TrainingArguments' (they may not override the mapped ones).
 
     Returns:
         The TrainingArguments.
@@ -97,7 +106,8 @@ def training_arguments(
     best_model = bool(has_eval and t.early_stopping_patience)
     if best_model and save_strategy != eval_strategy:
         save_strategy = eval_strategy  # load_best_model_at_end needs matching strategies
-    return TrainingArguments(
+    return args_class(
+        **(extra or {}),
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -124,7 +134,7 @@ def training_arguments(
         fp16=precision == "fp16",
         use_cpu=not on_gpu,
         dataloader_pin_memory=on_gpu,
-        **_checkpointing_argument(t.gradient_checkpointing),
+        **_checkpointing_argument(t.gradient_checkpointing, args_class),
         torch_compile=t.compile,
         auto_find_batch_size=t.auto_find_batch_size,
         ddp_find_unused_parameters=False,
@@ -137,16 +147,19 @@ def training_arguments(
     )
 
 
-def _checkpointing_argument(enabled: bool) -> dict[str, bool]:
+def _checkpointing_argument(enabled: bool, args_class: type = TrainingArguments) -> dict[str, bool]:
     """Activation checkpointing under the name this transformers knows.
 
     transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on
-    every use of the old name, even ``False``; so pass nothing when off.
+    every use of the old name, even ``False``; so pass nothing when off, unless ``args_class`` turns it
+    on by default (TRL's configs do), which must then be overridden.
     """
-    if not enabled:
-        return {}
-    names = {f.name for f in fields(TrainingArguments)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
+    names = {f.name for f in fields(args_class)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    if enabled:
+        return {name: True}
+    defaults = {f.name: f.default for f in fields(args_class)}
+    return {name: False} if defaults.get("gradient_checkpointing") is True else {}
 
 
 def build_trainer(
@@ -173,10 +186,14 @@ def build_trainer(
         ``(trainer, throughput)`` where ``throughput.summary()`` gives tokens/s and peak memory.
     """
     _quiet_false_alarms()
+    trainer_class = inputs.trainer_class or LlmtuneTrainer
+    if not issubclass(trainer_class, LlmtuneTrainer):
+        raise TypeError(f"{trainer_class.__name__} must subclass LlmtuneTrainer (llmtune's callbacks and checkpoints)")
     check_trackers(cfg.train.report_to)
     args = training_arguments(
         cfg, run_dir, has_eval=inputs.eval_dataset is not None, precision=precision,
         group_by_length=inputs.group_by_length,
+        args_class=getattr(trainer_class, "args_class", TrainingArguments), extra=inputs.trainer_args,
     )
     throughput = ThroughputTracker(inputs.tokens_per_step)
     # Runner callbacks (e.g. sample generation after evaluation) go before the throughput tracker and
@@ -189,17 +206,18 @@ def build_trainer(
     if args.load_best_model_at_end and cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     declare_loss_normalisation(inputs.model)
-    trainer = LlmtuneTrainer(
+    # Optional parts are passed only when given: a library trainer may not take them (TRL's DPOTrainer has
+    # no compute_loss_func) and builds its own default collator.
+    optional = {"data_collator": inputs.collator, "compute_metrics": inputs.compute_metrics,
+                "preprocess_logits_for_metrics": inputs.preprocess_logits, "compute_loss_func": inputs.compute_loss}
+    trainer = trainer_class(
         model=inputs.model,
         args=args,
         train_dataset=inputs.train_dataset,
         eval_dataset=inputs.eval_dataset,
-        data_collator=inputs.collator,
         processing_class=inputs.tokenizer,
-        compute_metrics=inputs.compute_metrics,
-        preprocess_logits_for_metrics=inputs.preprocess_logits,
-        compute_loss_func=inputs.compute_loss,
         callbacks=callbacks,
+        **{name: value for name, value in optional.items() if value is not None},
     )
     trainer.derive_metrics = derive_metrics
     trainer.graceful_stop = stop

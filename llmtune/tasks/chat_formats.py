@@ -6,6 +6,7 @@ Four layouts (``data.format``, ``--format``), detected from the columns in this 
 format                        columns                                    rendered as
 ============================  =========================================  ====================================
 ``chat``                      ``messages``: [{role, content}, ...]       the tokenizer's chat template
+``sharegpt``                  ``conversations``: [{from, value}, ...]    as ``chat`` (human/gpt -> user/assistant)
 ``alpaca``                    ``instruction``, optional ``input``,       ``ALPACA_PROMPT`` + output
                               ``output``
 ``prompt_completion``         ``prompt``, ``completion``                 prompt + completion, as written
@@ -42,6 +43,7 @@ from llmtune.errors import DataError
 
 FORMAT_COLUMNS: dict[str, tuple[str, ...]] = {
     "chat": ("messages",),
+    "sharegpt": ("conversations",),
     "alpaca": ("instruction", "output"),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
@@ -119,6 +121,8 @@ def render_row(fmt: str, row: Mapping[str, Any], tokenizer: Any, row_no: int) ->
     """
     if fmt == "chat":
         return chat_segments(row["messages"], tokenizer, row_no)
+    if fmt == "sharegpt":
+        return chat_segments(sharegpt_messages(row["conversations"], row_no), tokenizer, row_no)
     if fmt == "alpaca":
         if _blank(row.get("instruction")):
             raise DataError(f"row {row_no} has an empty instruction: {_preview(dict(row))}; drop it or fill it in")
@@ -135,10 +139,35 @@ def render_row(fmt: str, row: Mapping[str, Any], tokenizer: Any, row_no: int) ->
 
 def prompt_text(fmt: str, row: Mapping[str, Any], tokenizer: Any, row_no: int = 0) -> str:
     """What a fine-tuned model is given to answer ``row`` (its last response left out)."""
-    if fmt == "chat":
-        messages = check_messages(row["messages"], row_no)
+    if fmt in ("chat", "sharegpt"):
+        messages = row["messages"] if fmt == "chat" else sharegpt_messages(row["conversations"], row_no)
+        messages = check_messages(messages, row_no)
         return render_chat(messages[:-1], tokenizer, row_no, add_generation_prompt=True)
     return render_row(fmt, row, tokenizer, row_no)[0][0]
+
+
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+"""ShareGPT speaker names (``from``) -> chat roles."""
+
+
+def sharegpt_messages(turns: Any, row_no: int) -> list[dict[str, str]]:
+    """ShareGPT turns (``[{from, value}, ...]``, or one such dict) as ``{role, content}`` messages.
+
+    Raises:
+        DataError: Naming the row and the turn whose speaker is unknown or that is not a {from, value} object.
+    """
+    turns = [turns] if isinstance(turns, Mapping) else turns
+    if not isinstance(turns, Sequence) or isinstance(turns, str):
+        raise DataError(f"row {row_no}: sharegpt turns must be a list of {{from, value}} objects, got {_preview(turns)}")
+    out = []
+    for i, turn in enumerate(turns, start=1):
+        speaker = turn.get("from") if isinstance(turn, Mapping) else None
+        if speaker not in SHAREGPT_ROLES:
+            raise DataError(f"row {row_no}: sharegpt turn {i} is from {speaker!r}; 'from' must be one of "
+                            f"{', '.join(SHAREGPT_ROLES)} (map others with a script first)")
+        value = turn.get("value")
+        out.append({"role": SHAREGPT_ROLES[speaker], "content": value if isinstance(value, str) else ""})
+    return out
 
 
 def check_messages(messages: Any, row_no: int) -> list[dict[str, str]]:

@@ -206,7 +206,7 @@ class GenerationTask:
         self.tokenizer = tokenizer
         notes = [f"data format: {self.format}" + ("" if self.requested else " (detected from the columns; "
                                                                            "--format to choose)")]
-        if self.format == "chat":
+        if self.format in ("chat", "sharegpt"):
             from llmtune.chat_template import ensure_chat_template
 
             if ensure_chat_template(tokenizer):
@@ -335,7 +335,7 @@ def masking_examples(dataset: Any, tokenizer: Any, fmt: Optional[str], max_lengt
     """
     fmt = detect_format(dataset.column_names, fmt, where)
     rows = dataset.select(range(min(n, len(dataset))))
-    if fmt == "chat":
+    if fmt in ("chat", "sharegpt"):
         from llmtune.chat_template import ensure_chat_template
 
         ensure_chat_template(tokenizer)
@@ -351,6 +351,8 @@ def reference_text(fmt: str, row: dict[str, Any]) -> str:
     """The response a row expects: the completion, the alpaca output or the last assistant message."""
     if fmt == "chat":
         return str(row["messages"][-1].get("content") or "").strip()
+    if fmt == "sharegpt":
+        return str(row["conversations"][-1].get("value") or "").strip()
     return str(row["output" if fmt == "alpaca" else "completion"] or "").strip()
 
 
@@ -388,7 +390,7 @@ class GenerationEval:
         fmt = detect_format(rows.column_names, getattr(self.cfg.data, "format", None), where)
         if fmt == "text":
             raise DataError(f"{where} holds plain text, which has no responses to score; evaluate it with --task lm")
-        if fmt == "chat":
+        if fmt in ("chat", "sharegpt"):
             from llmtune.chat_template import ensure_chat_template
 
             ensure_chat_template(tokenizer)

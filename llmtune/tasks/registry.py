@@ -88,6 +88,12 @@ TASKS: dict[str, TaskInfo] = {
                           ("pretrain",), heads=("ForMaskedLM",), evaluated_as="lm"),
     "lm": TaskInfo("lm", _TEXT, "language-model evaluation on plain text", "llmtune.tasks.lm", ("eval",),
                    heads=(*_CAUSAL_HEADS, "ForMaskedLM"), unit="sequences"),
+    "dpo": TaskInfo(
+        "dpo",
+        ColumnSpec(required=("chosen", "rejected"), optional=("prompt", "conversations")),
+        "preference tuning of a causal LM on chosen/rejected pairs (TRL's DPOTrainer)",
+        "llmtune.tasks.dpo", ("finetune", "eval"), heads=_CAUSAL_HEADS, unit="pairs",
+    ),  # after lm: a causal LM evaluated without --task is scored as lm
 }
 
 

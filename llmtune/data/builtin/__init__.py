@@ -19,6 +19,7 @@ BUILTINS: dict[str, str] = {
     "qa": "extractive QA in SQuAD format (id, title, context, question, answers) about invented towns",
     "instructions": "alpaca-format instructions (instruction, input, output): arithmetic, word tasks, invented facts",
     "chat": "chat conversations in messages format (list of {role, content}) built from the instruction tasks",
+    "preferences": "preference pairs (prompt, chosen, rejected, kind): correct vs wrong or rambling answers to the instructions",
 }
 
 

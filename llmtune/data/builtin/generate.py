@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llmtune.data.builtin._preferences import preference_rows
 from llmtune.data.builtin._prose import corpus
 from llmtune.data.builtin._reviews import reviews
 from llmtune.data.builtin._tasks import chat_rows, instruction_rows, qa_rows
@@ -27,6 +28,7 @@ SIZES = {
     "qa": {"train": 1500, "validation": 200},
     "instructions": {"train": 1000, "validation": 100},
     "chat": {"train": 300, "validation": 50},
+    "preferences": {"train": 1000, "validation": 100},  # one pair per instruction row
 }
 
 
@@ -61,10 +63,12 @@ def build() -> dict[str, str]:
 
     task_rng, seen = random.Random(SEED + 4), set()
     chat_rng = random.Random(SEED + 5)
+    preference_rng = random.Random(SEED + 6)
     for split in ("train", "validation"):
         rows = instruction_rows(task_rng, towns[:40], countries, SIZES["instructions"][split], seen)
         files[f"instructions/{split}.jsonl"] = _jsonl(rows)
         files[f"chat/{split}.jsonl"] = _jsonl(chat_rows(chat_rng, rows, SIZES["chat"][split]))
+        files[f"preferences/{split}.jsonl"] = _jsonl(preference_rows(preference_rng, rows))
     return files
 
 

@@ -1,0 +1,172 @@
+"""End-to-end ``llmtune finetune --task dpo`` (TRL's DPOTrainer) and ``llmtune eval --task dpo`` on a tiny Llama.
+
+The Llama and its BPE tokenizer are built in-process (as ``llmtune pretrain`` saves them); the
+preference pairs are arithmetic prompts with a short right answer (chosen) and a wrong, rambling one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import invoke, one_line_error, read_jsonl, write_jsonl
+
+pytest.importorskip("trl")
+
+
+def _pairs(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        rows.append({"prompt": f"Add {a} and {b}.\nAnswer:", "chosen": f" {a + b}",
+                     "rejected": f" {a + b + 1} and {a + b + 1} and more"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A random tiny LlamaForCausalLM + llmtune BPE tokenizer folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmtune.config.schema import TokenizerConfig
+    from llmtune.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("llama")
+    tok = train_tokenizer([json.dumps(r) for r in _pairs(200, 0)],
+                          TokenizerConfig(type="bpe", vocab_size=320, min_frequency=2, model_max_length=128))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(root))
+    tok.save_pretrained(str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def prefs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prefs")
+    return write_jsonl(root / "train.jsonl", _pairs(24, 1)), write_jsonl(root / "dev.jsonl", _pairs(8, 2))
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tiny_llama, prefs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dpo"
+    result = invoke("finetune", "-t", "dpo", "-m", tiny_llama, "-d", prefs[0], "--eval-dataset", prefs[1], "-o", out,
+                    "--max-steps", "2", "--batch-size", "4", "--lr", "1e-2", "--set", "train.logging_steps=1")
+    return result, out
+
+
+def test_two_step_dpo_run_reports_reward_metrics(dpo_run):
+    result, out = dpo_run
+    assert result.exit_code == 0, result.output
+    assert "preference data: pairs rows; TRL sigmoid loss, beta 0.1; reference: a frozen copy" in result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["train_pairs"], m["eval_pairs"], m["train_pairs_truncated"], m["train_pairs_dropped"]) == (24, 8, 0, 0)
+    assert 0.0 <= m["eval_rewards/accuracies"] <= 1.0 and m["eval_rewards/accuracies"] * 8 == round(m["eval_rewards/accuracies"] * 8)
+    # The margin is the mean of chosen - rejected rewards, i.e. the difference of their means.
+    assert m["eval_rewards/margins"] == pytest.approx(m["eval_rewards/chosen"] - m["eval_rewards/rejected"], abs=1e-6)
+    assert m["eval_logps/chosen"] < 0 and m["eval_logps/rejected"] < m["eval_logps/chosen"]  # longer answer, lower
+    assert math.isfinite(m["eval_loss"]) and math.isfinite(m["train_loss"])
+    logged = read_jsonl(out / "logs" / "metrics.jsonl")
+    train_steps = [r for r in logged if "rewards/accuracies" in r]
+    assert [r["step"] for r in train_steps] == [1, 2]
+    # Step 1 scores the starting model against itself: every reward 0, so the loss is exactly -log sigmoid(0).
+    assert train_steps[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert train_steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert any("eval_rewards/accuracies" in r for r in logged)
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
+
+
+def test_eval_task_dpo_matches_the_trainers_log_probs(dpo_run, prefs, tmp_path):
+    _, run = dpo_run
+    result = invoke("eval", "-m", run, "-d", prefs[1], "--task", "dpo", "-o", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "ev" / "eval_metrics.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())
+    assert m["eval_pairs"] == 8
+    # Same pairs, same final model: the summed response log-probs agree with TRL's evaluation.
+    assert m["eval_logps_chosen"] == pytest.approx(trained["eval_logps/chosen"], rel=1e-4)
+    assert m["eval_logps_rejected"] == pytest.approx(trained["eval_logps/rejected"], rel=1e-4)
+    assert m["eval_logps_margin"] == pytest.approx(m["eval_logps_chosen"] - m["eval_logps_rejected"])
+    records = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
+    assert m["eval_preference_accuracy"] == sum(r["correct"] for r in records) / 8
+
+
+def test_lora_dpo_uses_the_base_as_reference_without_a_copy(tiny_llama, prefs, tmp_path):
+    result = invoke("finetune", "-t", "dpo", "-m", tiny_llama, "-d", prefs[0], "--eval-dataset", prefs[1],
+                    "-o", tmp_path / "run", "--max-steps", "2", "--batch-size", "4", "--lora", "--lr", "1e-2",
+                    "--set", "train.logging_steps=1", "--set", "dpo.loss_type=ipo")
+    assert result.exit_code == 0, result.output
+    assert "TRL ipo loss" in result.output and "the starting model with its LoRA adapters disabled" in result.output
+    first = next(r for r in read_jsonl(tmp_path / "run" / "logs" / "metrics.jsonl") if "rewards/margins" in r)
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # new adapters: policy == base at step 1
+    assert sorted(p.name for p in (tmp_path / "run" / "adapter").iterdir() if p.is_dir()) == []  # no "ref" copy
+    assert (tmp_path / "run" / "model.safetensors").is_file()  # merged
+
+
+def _long_pairs() -> list[dict]:
+    return [{"prompt": "Add the numbers " + " ".join(str(i) for i in range(40)) + ".\nAnswer:",
+             "chosen": " 5", "rejected": " 6 and 6"}] * 6 + _pairs(6, 3)
+
+
+def test_over_long_pairs_are_cut_prompt_first_and_counted(tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "long.jsonl", _long_pairs())
+    result = invoke("finetune", "-t", "dpo", "-m", tiny_llama, "-d", data, "--eval-dataset", data, "-o", tmp_path / "run",
+                    "--max-steps", "1", "--batch-size", "4", "--set", "train.max_length=24")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (m["train_pairs"], m["train_pairs_truncated"], m["train_pairs_dropped"]) == (12, 6, 0)
+    assert "6 of 12 pairs are longer than 24 tokens and were cut (prompt first" in " ".join(result.output.split())
+
+
+def _bad_data(root: Path) -> dict[str, Path]:
+    rows = {
+        "nochosen": [{"prompt": "a", "answer": "b", "rejected": "c"}],
+        "same": [{"prompt": "a", "chosen": "b", "rejected": "b"}],
+        "empty": [{"prompt": "a", "chosen": "b", "rejected": " "}],
+        "turns": [{"prompt": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                   "chosen": [{"role": "assistant", "content": "c"}], "rejected": [{"role": "assistant", "content": "d"}]}],
+        "conversation": [{"prompt": [{"role": "user", "content": "a"}], "chosen": [{"role": "assistant", "content": "c"}],
+                          "rejected": [{"role": "assistant", "content": "d"}]}],
+    }
+    return {name: write_jsonl(root / f"{name}.jsonl", r * 4) for name, r in rows.items()}
+
+
+BAD = [
+    ("missing chosen", "nochosen", [], ["column", "chosen"]),
+    ("chosen == rejected", "same", [], ["row 1: chosen and rejected are the same response"]),
+    ("empty response", "empty", [], ["row 1: the rejected response is empty"]),
+    ("turns do not alternate", "turns", [], ["row 1: message 2 is 'user' where 'assistant' was expected"]),
+    ("no chat template", "conversation", [], ["row 1 is a conversation but the tokenizer has no chat template"]),
+    ("beta <= 0", "same", ["--set", "dpo.beta=0"], ["dpo.beta"]),
+    ("unknown loss", "same", ["--set", "dpo.loss_type=kto"], ["dpo.loss_type"]),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "extra", "words"), BAD, ids=[b[0] for b in BAD])
+def test_bad_dpo_input_one_line_exit_2(tiny_llama, tmp_path, name, data, extra, words):
+    files = _bad_data(tmp_path)
+    result = invoke("finetune", "-t", "dpo", "-m", tiny_llama, "-d", files[data], "--max-steps", "1",
+                    "-o", tmp_path / "run", *extra)
+    one_line_error(result, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dpo_is_registered_through_the_registry_only():
+    from llmtune.tasks.base import training_task
+    from llmtune.tasks.registry import TASKS, tasks_for
+
+    assert TASKS["dpo"].module == "llmtune.tasks.dpo" and "dpo" in tasks_for("finetune") and "dpo" in tasks_for("eval")
+    runners = Path(__file__).resolve().parents[2] / "llmtune" / "runs"
+    assert not [p.name for p in runners.glob("*.py") if "dpo" in p.read_text().lower()]  # no runner names the task
+    from llmtune.config.schema import RunConfig
+
+    assert type(training_task(RunConfig(task="dpo"))).__name__ == "DpoTask"
