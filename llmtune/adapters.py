@@ -138,7 +138,7 @@ def merge_into(model: Any, adapter: Path) -> Any:
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ModelError(f"cannot load the LoRA adapters in {adapter} onto their base model: {reason}") from exc
-        return wrapped.merge_and_unload()
+    return merge_lora(wrapped)
 
 
 def freeze_input_embeddings(model: Any) -> None:
@@ -177,3 +177,99 @@ def freeze_lower_layers(model: Any, n_layers: int) -> int:
             frozen += param.numel()
     log(f"frozen: embeddings and the lowest {n_layers} of {len(blocks)} blocks ({format_params(frozen)} parameters)")
     return frozen
+
+
+def base_quantization(method: Optional[str], cuda: bool) -> dict[str, Any]:
+    """``from_pretrained`` kwargs that quantize a LoRA run's frozen base (``lora.quantize_base``), or {}.
+
+    ``int8`` is torchao's weight-only int8 (CPU and GPU; peft wraps the quantized linear layers in
+    ``TorchaoLoraLinear``), ``nf4`` bitsandbytes' 4-bit NormalFloat (QLoRA; CUDA only). The task heads
+    (``_HEAD_NAMES``) stay in full precision: they train in full through ``modules_to_save``.
+
+    Raises:
+        ConfigError: nf4 without CUDA, or the library missing.
+    """
+    from llmtune.compress import require
+
+    if method is None:
+        return {}
+    if method == "nf4":
+        if not cuda:
+            raise ConfigError("--quantize-base nf4 needs a CUDA GPU (bitsandbytes' 4-bit kernels) and this machine "
+                              "has only a CPU; use --quantize-base int8 (torchao, CPU and GPU)")
+        require("bitsandbytes", "--quantize-base nf4")
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        return {"quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=list(_HEAD_NAMES))}
+    quant = require("torchao.quantization", "--quantize-base int8")
+    from transformers import TorchAoConfig
+
+    return {"quantization_config": TorchAoConfig(quant_type=quant.Int8WeightOnlyConfig(),
+                                                 modules_to_not_convert=list(_HEAD_NAMES))}
+
+
+def _is_torchao(weight: Any) -> bool:
+    return type(weight).__module__.startswith("torchao")
+
+
+def dequantize_base(model: Any) -> int:
+    """Replace every torchao-quantized linear weight of ``model`` by its dequantized fp32 tensor, in place.
+
+    Also drops the model's quantization config, so ``save_pretrained`` writes a plain fp32 model.
+    Returns how many weights were replaced.
+    """
+    import torch
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and _is_torchao(module.weight):
+            module.weight = torch.nn.Parameter(module.weight.dequantize().to(torch.float32), requires_grad=False)
+            count += 1
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and _quantized_with_torchao(model):
+        quantizer.remove_quantization_config(model)
+    return count
+
+
+def _quantized_with_torchao(model: Any) -> bool:
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
+    return str(getattr(method, "value", method)) == "torchao"
+
+
+def merge_lora(model: Any) -> Any:
+    """The peft ``model``'s adapters merged into full-precision weights: the plain base model.
+
+    On a full-precision base this is peft's ``merge_and_unload``. On a torchao-quantized base (a
+    ``--quantize-base int8`` run) the adapted layers computed ``x @ (dequantize(W) + BA)``; peft's merge
+    would quantize ``W + BA`` again (losing the adapters' small updates), so each merged weight is built
+    in fp32 from the dequantized base instead, and every other quantized weight is dequantized: the
+    result is an fp32 model with the adapted model's outputs.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if not any(_is_torchao(layer.get_base_layer().weight) for layer in layers):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return model.merge_and_unload()
+    with torch.no_grad():
+        for layer in layers:
+            base = layer.get_base_layer()
+            weight = base.weight.dequantize() if _is_torchao(base.weight) else base.weight.detach()
+            weight = weight.to(torch.float32)
+            for name in layer.active_adapters:
+                if name in layer.lora_A:
+                    weight = weight + layer.get_delta_weight(name).to(torch.float32)
+            base.weight = torch.nn.Parameter(weight, requires_grad=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        plain = model.unload()
+    replaced = dequantize_base(plain)
+    log(f"merged the adapters into the dequantized int8 base ({len(layers)} adapted layers; {replaced} other "
+        "int8 weights back to fp32)")
+    return plain

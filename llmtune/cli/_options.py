@@ -157,6 +157,7 @@ FLAG_PATHS: dict[str, str] = {
     "allow_pickle": "model.allow_pickle",
     "trust_remote_code": "model.trust_remote_code",
     "lora": "lora.enabled",
+    "quantize_base": "lora.quantize_base",
     "data_format": "data.format",
     "train_on_prompt": "train.train_on_prompt",
     "packing": "train.packing",

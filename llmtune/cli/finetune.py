@@ -15,7 +15,8 @@ EXAMPLES = (
     "  llmtune finetune -t classification -m bert-base-uncased -d reviews.csv --label-column stars --lora -o runs/lora"
     "\n\n  llmtune finetune -t generation -m runs/llama-tiny -d builtin:instructions -o runs/sft  (alpaca; "
     "--format chat|prompt_completion|text)\n\n"
-    "  llmtune finetune -t classification -m bert-base-uncased -d reviews.csv --dry-run   (memory and time estimate)"
+    "  llmtune finetune -t classification -m bert-base-uncased -d reviews.csv --dry-run   (memory and time estimate)\n\n"
+    "  llmtune finetune -t generation -m runs/llama-small -d chat.jsonl --lora --quantize-base int8 -o runs/qlora"
 )
 
 
@@ -40,6 +41,8 @@ def finetune(
     batch_size: o.BatchSize = None,
     seed: o.Seed = None,
     lora: Annotated[Optional[bool], typer.Option("--lora", help="Train LoRA adapters instead of all weights.")] = None,
+    quantize_base: Annotated[Optional[str], typer.Option(
+        "--quantize-base", help="With --lora: int8 (torchao weight-only) or nf4 (bitsandbytes, CUDA) frozen base.")] = None,
     data_format: o.Format = None,
     train_on_prompt: o.TrainOnPrompt = None,
     packing: o.Packing = None,

@@ -202,6 +202,9 @@ class LoraConfig(_Section):
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: Optional[list[str]] = Field(None, description="Module names to adapt (default: found automatically).")
+    quantize_base: Optional[Literal["int8", "nf4"]] = Field(
+        None, description="Quantize the frozen base: int8 (torchao weight-only, CPU/GPU) or nf4 (bitsandbytes, CUDA)."
+    )
 
 
 class GenerateConfig(_Section):
@@ -346,6 +349,8 @@ def combination_problems(cfg: RunConfig) -> list[str]:
         problems.append(f"task: '{cfg.task}' is for {users}; finetune takes {choices}")
     if cfg.lora.enabled and cfg.command == "pretrain":
         problems.append("lora.enabled: LoRA adapts a pretrained model; it cannot be used with pretrain")
+    if cfg.lora.quantize_base and not cfg.lora.enabled:
+        problems.append("lora.quantize_base: quantizes the frozen base of a LoRA run; add --lora")
     if cfg.train.warmup_steps and cfg.train.warmup_fraction:
         problems.append("train.warmup_steps: set warmup_steps or warmup_fraction, not both")
     if cfg.generate.num_return_sequences > 1 and cfg.generate.temperature == 0:

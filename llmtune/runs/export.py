@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llmtune.adapters import ADAPTER_CONFIG, find_adapter, merge_into
+from llmtune.adapters import ADAPTER_CONFIG, base_quantization, find_adapter, merge_into
 from llmtune.errors import ConfigError, ModelError
 
 MODEL_FILE_PATTERNS = (
@@ -155,10 +155,12 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     if not base:
         raise ConfigError(f"{adapter / ADAPTER_CONFIG} does not name its base model; pass --base-model")
     auto_class = _AUTO_CLASSES.get(str(settings.get("task_type")), "AutoModelForCausalLM")
+    # A --quantize-base int8 run trained its adapters on the int8 base: merge into that base, dequantized.
+    quantized = base_quantization(_run_quantize_base(adapter), cuda=torch.cuda.is_available())
     try:
         labels = _label_kwargs(adapter) if "Classification" in auto_class else {}
         with quiet_transformers():
-            model = load_pretrained(base, auto_class, dtype=torch.float32, **labels)
+            model = load_pretrained(base, auto_class, dtype=torch.float32, **labels, **quantized)
     except ModelError as exc:
         raise ModelError(f"the adapters' base model {base} cannot be loaded ({exc}); pass it with --base-model") from exc
     target = _target_dtype(model.config, dtype)
@@ -170,6 +172,17 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     if (run_dir / "generation_config.json").is_file():  # the run's stop tokens, not only the base model's
         shutil.copy2(run_dir / "generation_config.json", out / "generation_config.json")
     return base, sum(p.numel() for p in merged.parameters())
+
+
+def _run_quantize_base(adapter: Path) -> Optional[str]:
+    """``lora.quantize_base`` of the run the adapter folder belongs to (its ``config.yaml``), or None."""
+    import yaml
+
+    config = adapter.parent / "config.yaml"
+    if not config.is_file():
+        return None
+    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    return ((data.get("lora") or {}) if isinstance(data, dict) else {}).get("quantize_base")
 
 
 def _label_kwargs(adapter: Path) -> dict[str, Any]:

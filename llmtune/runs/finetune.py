@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llmtune.adapters import apply_lora, freeze_input_embeddings, freeze_lower_layers
+from llmtune.adapters import apply_lora, base_quantization, freeze_input_embeddings, freeze_lower_layers, merge_lora
 from llmtune.config.schema import RunConfig
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 from llmtune.errors import ConfigError, ModelError
@@ -79,9 +79,10 @@ def dry_run(cfg: RunConfig, world_size: Optional[int] = None) -> dict[str, Any]:
 
 def _task_and_model(cfg: RunConfig) -> tuple[FinetuneTask, str]:
     """The task plug-in and the model's folder (or hub id), checked before anything loads."""
-    from llmtune.modeling import resolve_model_path
+    from llmtune.modeling import detect_device, resolve_model_path
 
     task = training_task(cfg)
+    base_quantization(cfg.lora.quantize_base, detect_device()["cuda"])  # nf4 without CUDA fails before data loads
     if not cfg.model.name_or_path:
         raise ConfigError("finetune starts from a pretrained model; pass --model HUB_ID, a model folder or a run dir")
     return task, resolve_model_path(cfg.model.name_or_path)
@@ -144,9 +145,10 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
     """The pretrained model with the task's head, and the names of the weights it had to create."""
     import torch
 
-    from llmtune.modeling import count_parameters, dropout_fields, format_params, load_pretrained
+    from llmtune.modeling import count_parameters, detect_device, dropout_fields, format_params, load_pretrained
 
-    kwargs = {**dropout_fields(config, cfg.model.dropout), **dict(cfg.model.config), **task.model_kwargs()}
+    kwargs = {**dropout_fields(config, cfg.model.dropout), **dict(cfg.model.config), **task.model_kwargs(),
+              **base_quantization(cfg.lora.quantize_base, detect_device()["cuda"])}
     if cfg.model.ignore_mismatched_sizes:
         kwargs["ignore_mismatched_sizes"] = True
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
@@ -259,7 +261,7 @@ def _save(trainer: Any, p: _Prepared, run_dir: Path) -> None:
     with quiet_transformers():
         model.save_pretrained(str(run_dir / "adapter"))
         # A merged copy loads anywhere (AutoModel..., pipelines, llmtune eval) without peft.
-        model.merge_and_unload().save_pretrained(str(run_dir))
+        merge_lora(model).save_pretrained(str(run_dir))  # a quantized base is dequantized first
     p.tokenizer.save_pretrained(str(run_dir))
     p.tokenizer.save_pretrained(str(run_dir / "adapter"))
     log(f"LoRA adapters saved in {run_dir / 'adapter'}; merged model in {run_dir}")

@@ -1,0 +1,117 @@
+"""``finetune --lora --quantize-base int8``: LoRA on a torchao int8 base, merged into the dequantized base.
+
+The merged model (finetune's copy at the top of the run dir, and ``export --merge``) must give the
+logits of the adapters applied on the int8 base they were trained on: merging dequantizes the base
+instead of quantizing ``W + BA`` again.
+"""
+
+import json
+import random
+
+import pytest
+from helpers import invoke, one_line_error, write_jsonl
+
+pytest.importorskip("torchao")
+
+WORDS = "red blue green apple stone river cloud hammer window meadow tiger lemon".split()
+
+
+def _rows(n, seed):
+    rng = random.Random(seed)
+    return [{"prompt": f"Q: {' '.join(rng.sample(WORDS, 2))}\nA:", "completion": " yes"} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """A tiny LlamaForCausalLM (hidden 64, tied embeddings) + BPE tokenizer folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmtune.config.schema import TokenizerConfig
+    from llmtune.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("llama")
+    corpus = [json.dumps(r) for r in _rows(200, 0)]
+    tok = train_tokenizer(corpus, TokenizerConfig(type="bpe", vocab_size=320, min_frequency=2, model_max_length=128))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(root))
+    tok.save_pretrained(str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def qlora_run(llama, tmp_path_factory):
+    root = tmp_path_factory.mktemp("qlora")
+    data = write_jsonl(root / "train.jsonl", _rows(32, 1))
+    out = root / "run"
+    result = invoke("finetune", "--task", "generation", "--model", llama, "--dataset", data, "--lora",
+                    "--quantize-base", "int8", "--max-steps", "6", "--batch-size", "8", "--lr", "1e-2",
+                    "-o", out)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def _adapted_on_int8_base(llama, adapter):
+    """The adapters on the int8 base, as during training (peft's TorchaoLoraLinear)."""
+    import torchao.quantization as q
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, TorchAoConfig
+
+    base = AutoModelForCausalLM.from_pretrained(str(llama), quantization_config=TorchAoConfig(
+        quant_type=q.Int8WeightOnlyConfig()))
+    assert type(base.model.layers[0].self_attn.q_proj.weight).__name__ == "Int8Tensor"
+    return PeftModel.from_pretrained(base, str(adapter)).eval()
+
+
+def test_merged_models_give_the_adapted_int8_models_logits(qlora_run, llama, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run, result = qlora_run
+    assert "merged the adapters into the dequantized int8 base" in result.output
+    config = json.loads((run / "config.json").read_text())
+    assert "quantization_config" not in config  # the merged copy is a plain fp32 model
+    exported = tmp_path / "merged"
+    assert invoke("export", run, "--merge", "-o", exported).exit_code == 0
+    x = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        adapted = _adapted_on_int8_base(llama, run / "adapter")(input_ids=x).logits
+        merged = {name: AutoModelForCausalLM.from_pretrained(str(path)).eval()(input_ids=x).logits
+                  for name, path in (("run", run), ("export", exported))}
+        base = AutoModelForCausalLM.from_pretrained(str(llama)).eval()(input_ids=x).logits
+    assert (adapted - base).abs().max().item() > 1e-2  # the adapters learned something
+    for name, logits in merged.items():
+        assert (logits - adapted).abs().max().item() < 1e-4, name
+    weight = AutoModelForCausalLM.from_pretrained(str(run)).model.layers[0].self_attn.q_proj.weight
+    assert type(weight).__name__ == "Parameter" and weight.dtype == torch.float32
+
+
+def test_adapters_train_in_fp32_on_the_int8_base(qlora_run):
+    from safetensors import safe_open
+
+    run, _ = qlora_run
+    with safe_open(str(run / "adapter" / "adapter_model.safetensors"), "pt") as handle:
+        dtypes = {str(handle.get_tensor(k).dtype) for k in handle.keys()}
+        assert any("lora_A" in k for k in handle.keys())
+    assert dtypes == {"torch.float32"}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--lora", "--quantize-base", "nf4"], ["nf4", "CUDA", "CPU", "--quantize-base int8"]),
+    (["--quantize-base", "int8"], ["lora.quantize_base", "--lora"]),
+    (["--lora", "--quantize-base", "int4"], ["lora.quantize_base"]),
+])
+def test_quantize_base_bad_inputs(cli, llama, tmp_path, args, words):
+    import torch
+
+    if "nf4" in args and torch.cuda.is_available():
+        pytest.skip("nf4 runs on this machine's GPU")
+    data = write_jsonl(tmp_path / "train.jsonl", _rows(8, 1))
+    out = tmp_path / "run"
+    one_line_error(cli("finetune", "--task", "generation", "--model", llama, "--dataset", data, *args, "-o", out),
+                   *words)
+    assert not out.exists()
