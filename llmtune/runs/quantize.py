@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from llmtune.adapters import ADAPTER_CONFIG
-from llmtune.compress import AUX_FILES, RECORD_FILE, folder_bytes, library_versions, refuse_compressed, weight_bytes
+from llmtune.compress import (
+    AUX_FILES,
+    RECORD_FILE,
+    folder_bytes,
+    library_versions,
+    refuse_compressed,
+    weight_bytes,
+)
 from llmtune.compress.methods import check_method, hf_quantization_config
 from llmtune.dist import log
 from llmtune.errors import ConfigError, ModelError

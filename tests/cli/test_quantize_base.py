@@ -13,7 +13,7 @@ from helpers import invoke, one_line_error, write_jsonl
 
 pytest.importorskip("torchao")
 
-WORDS = "red blue green apple stone river cloud hammer window meadow tiger lemon".split()
+WORDS = ["red", "blue", "green", "apple", "stone", "river", "cloud", "hammer", "window", "meadow", "tiger", "lemon"]
 
 
 def _rows(n, seed):

@@ -1,0 +1,45 @@
+"""Pure pieces of llmtune.compress: method checks, the missing-extra line, how a folder is recognised."""
+
+import json
+
+import pytest
+
+from llmtune.compress import quantization_of, require
+from llmtune.compress.methods import METHODS, check_method
+from llmtune.errors import ConfigError
+
+
+def test_a_missing_library_names_the_extra():
+    with pytest.raises(ConfigError, match=r"--format onnx needs no_such_lib, which is not installed; "
+                                          r"pip install 'llmtune\[compress\]'"):
+        require("no_such_lib.sub", "--format onnx")
+
+
+@pytest.mark.parametrize("method, cuda, words", [
+    ("int8-dynamc", False, ["unknown quantization method 'int8-dynamc'", "did you mean 'int8-dynamic'"]),
+    ("fp8", True, ["unknown quantization method 'fp8'", "int8-dynamic, int8-weight-only, int4-weight-only"]),
+    ("int4-weight-only", False, ["needs a CUDA GPU", "only a CPU"]),
+])
+def test_methods_are_checked_before_anything_loads(method, cuda, words):
+    with pytest.raises(ConfigError) as info:
+        check_method(method, cuda)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_every_method_runs_somewhere():
+    check_method("int4-weight-only", cuda=True)
+    for method in METHODS[:2]:
+        check_method(method, cuda=False)
+
+
+def test_folders_are_recognised_by_record_onnx_file_or_quantization_config(tmp_path):
+    plain, record, onnx, hf = (tmp_path / n for n in ("plain", "record", "onnx", "hf"))
+    for folder in (plain, record, onnx, hf):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    (record / "compression.json").write_text(json.dumps({"format": "torchao", "method": "int8-dynamic"}))
+    (onnx / "model.onnx").write_bytes(b"")
+    (hf / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes"}}))
+    assert [quantization_of(f) for f in (plain, record, onnx, hf)] == [None, "torchao int8-dynamic", "onnx",
+                                                                        "bitsandbytes"]
