@@ -28,7 +28,7 @@ matrix) stays as it is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 ROLE_MARKERS: dict[str, str] = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 """The marker line that opens each role's turn in ``BUILTIN_CHAT_TEMPLATE``."""
@@ -64,3 +64,45 @@ def ensure_chat_template(tokenizer: Any) -> bool:
 def uses_builtin_template(tokenizer: Any) -> bool:
     """True when ``tokenizer`` renders chats with ``BUILTIN_CHAT_TEMPLATE``."""
     return getattr(tokenizer, "chat_template", None) == BUILTIN_CHAT_TEMPLATE
+
+
+def prepare_chat(tokenizer: Any) -> list[str]:
+    """Make ``tokenizer`` ready to render chats; returns the stop strings a reply then needs.
+
+    A tokenizer without a chat template gets the builtin one (logged); its role markers are returned
+    so they also end a reply, in case the model never learned to end its turn with eos. A tokenizer
+    with its own template (a chat-tuned model's, or the builtin one saved by chat fine-tuning) needs none.
+
+    Args:
+        tokenizer: A transformers tokenizer (modified in place when it has no template).
+
+    Returns:
+        The role markers when the builtin template was installed now, else an empty list.
+    """
+    if not ensure_chat_template(tokenizer):
+        return []
+    from llmtune.dist import log
+
+    log("the tokenizer has no chat template: using llmtune's builtin <|user|>/<|assistant|> one")
+    return list(ROLE_MARKERS.values())
+
+
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The token ids of ``messages`` rendered with the chat template, ending with the assistant's turn opener.
+
+    The template writes any special tokens (bos, eos) itself, so the text is tokenized without adding
+    more. A tokenizer without a template gets the builtin one (``prepare_chat`` also logs that).
+
+    Args:
+        tokenizer: A transformers tokenizer.
+        messages: ``{"role": ..., "content": ...}`` dicts, oldest first.
+
+    Returns:
+        The prompt's token ids.
+
+    Raises:
+        Exception: Whatever the template raises for messages it rejects (e.g. roles that do not alternate).
+    """
+    ensure_chat_template(tokenizer)
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -186,13 +186,11 @@ def chat_loop(model: Any, tokenizer: Any, g: GenerateConfig, read: Callable[[str
     Uses the tokenizer's chat template, or llmtune's builtin one when it has none (then the role
     markers also stop a reply, in case the model did not learn to end its turn with eos).
     """
-    from llmtune.chat_template import ROLE_MARKERS, ensure_chat_template
+    from llmtune.chat_template import prepare_chat
 
     write = write or _stdout
     stops = list(g.stop)
-    if ensure_chat_template(tokenizer):
-        log("the tokenizer has no chat template: using llmtune's builtin <|user|>/<|assistant|> one")
-        stops += [m for m in ROLE_MARKERS.values() if m not in stops]
+    stops += [m for m in prepare_chat(tokenizer) if m not in stops]
     log(CHAT_HELP)
     history: list[dict[str, str]] = []
     stats = GenerateStats()
@@ -224,9 +222,10 @@ def chat_loop(model: Any, tokenizer: Any, g: GenerateConfig, read: Callable[[str
 
 def _fit_history(tokenizer: Any, history: list[dict[str, str]], context: Optional[int]) -> Optional[list[int]]:
     """Render the chat; drop the oldest turns while it does not fit the context (None: the last message alone is too long)."""
+    from llmtune.chat_template import render_chat
+
     while True:
-        text = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = render_chat(tokenizer, history)
         if context is None or len(ids) < context:
             return ids
         if len(history) == 1:

@@ -1,15 +1,15 @@
 """From a validated request to token ids and a per-choice token budget, with OpenAI-style 400s.
 
-Chats are rendered the way ``llmtune generate --chat`` renders them: the tokenizer's own chat
-template, or llmtune's builtin one installed by ``chat_template.ensure_chat_template`` when it has
-none (then the role markers also end a reply, in case the model never learned to emit eos).
+Chats are rendered by ``chat_template.render_chat``, the renderer ``llmtune generate --chat`` uses: the
+tokenizer's own chat template, or llmtune's builtin one installed by ``chat_template.prepare_chat`` when
+it has none (then the role markers also end a reply, in case the model never learned to emit eos).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-from llmtune.chat_template import ROLE_MARKERS, ensure_chat_template
+from llmtune.chat_template import prepare_chat, render_chat
 from llmtune.modeling import context_length
 from llmtune.serve.schemas import ApiError
 
@@ -21,8 +21,7 @@ class PromptBuilder:
         self.tokenizer, self.default_max_tokens = tokenizer, default_max_tokens
         self.context: Optional[int] = context_length(model.config, tokenizer)
         self.vocab_size = len(tokenizer)
-        builtin = ensure_chat_template(tokenizer)
-        self.chat_stops: list[str] = list(ROLE_MARKERS.values()) if builtin else []
+        self.chat_stops: list[str] = prepare_chat(tokenizer)
 
     def completion_ids(self, prompt: Union[str, list[int]], param: str = "prompt") -> list[int]:
         """Token ids of a completion prompt: text is tokenized as ``llmtune generate`` does, ids are checked."""
@@ -40,10 +39,9 @@ class PromptBuilder:
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The conversation rendered with the chat template (generation prompt added), as token ids."""
         try:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return render_chat(self.tokenizer, messages)
         except Exception as exc:  # noqa: BLE001 - templates raise their own errors (e.g. "roles must alternate")
             raise ApiError(400, f"the model's chat template rejected the messages: {exc}", param="messages") from None
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def budget(self, prompt_len: int, requested: Optional[int], prompt_param: str = "prompt") -> int:
         """New tokens this prompt may generate: ``requested``, or the default capped by the room left.
