@@ -200,6 +200,11 @@ def _language_model(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any
     from llmtune.tasks.lm import LanguageModelTask, text_units_per_token
 
     task = LanguageModelTask(masked=False)
+    config = load_pretrained(teacher_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
+    heads = [str(a) for a in config.architectures or []]
+    if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in heads):
+        raise ModelError(f"-t lm distils a causal LM teacher; {cfg.distill.teacher} is "
+                         f"{', '.join(heads) or 'of no known architecture'} (for a classifier pass -t classification)")
     teacher = load_pretrained(teacher_path, "AutoModelForCausalLM", trust_remote_code=cfg.model.trust_remote_code,
                               allow_pickle=cfg.model.allow_pickle)
     block = capped_max_length(cfg.train.max_length, teacher.config, tokenizer)

@@ -123,4 +123,8 @@ def test_bad_models_one_line_exit_2(bert_teacher, tiny_bert, llama_teacher, cls_
     # a student with another tokenizer: refused, naming both vocab sizes
     one_line_error(invoke("distill", "--teacher", llama_teacher, "--student", tiny_bert, "-t", "lm",
                           "-d", text_files / "train.txt", "-o", tmp_path / "c"), "do not share a tokenizer", "vocab")
-    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    # a classifier teacher for language modelling: the task does not match
+    one_line_error(invoke("distill", "--teacher", bert_teacher, "--student-arch", "llama", "-t", "lm",
+                          "-d", text_files / "train.txt", "-o", tmp_path / "d"), "causal LM teacher",
+                   "BertForSequenceClassification", "-t classification")
+    assert not any((tmp_path / name).exists() for name in "bcd")
