@@ -12,7 +12,7 @@ EXAMPLES = (
     "  llmtune export runs/sft-lora/adapter --merge --base-model Qwen/Qwen2.5-0.5B-Instruct -o exported/qwen-sft\n\n"
     "  llmtune export runs/sft-full -o exported/sft  (a run without adapters: its model files are copied)\n\n"
     "  llmtune export runs/cls --format onnx --quantize int8 -o exported/cls-onnx  (ONNX Runtime; parity-checked; "
-    "needs pip install 'llmtune[compress]')"
+    "needs pip install 'llmtune\\[compress]')"
 )
 
 

@@ -11,7 +11,7 @@ EXAMPLES = (
     "  llmtune quantize runs/sft --method int8-weight-only -o exported/sft-w8\n\n"
     "  llmtune eval --model exported/cls-int8 -d val.csv   (every command loads the result)\n\n"
     "int4-weight-only needs a CUDA GPU. A LoRA adapter folder is merged first: llmtune export RUN --merge -o MERGED. "
-    "Needs the compress extra: pip install 'llmtune[compress]'."
+    "Needs the compress extra: pip install 'llmtune\\[compress]'."
 )
 
 
