@@ -132,13 +132,19 @@ def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any
 
     check_trackers(cfg.train.report_to)  # a missing tracker fails here, not after data and model loaded
     processes, accelerate_config = params.get("num_processes"), params.get("accelerate_config")
+    from llmtune.launch import Machines
+
+    count, rank = params.get("num_machines"), params.get("machine_rank")
+    machines = Machines(1 if count is None else count, 0 if rank is None else rank,
+                        params.get("main_process_ip"), params.get("main_process_port"))
     if params.get("dry_run"):
-        dry_run(cfg, world_size=processes)  # the runner's own preparation, model on the meta device
+        world = (processes or 1) * machines.count if (processes or machines.several) else None
+        dry_run(cfg, world_size=world)  # the runner's own preparation, model on the meta device
         return
-    if accelerate_config or (processes is not None and processes != 1):
+    if accelerate_config or (processes is not None and processes != 1) or machines != Machines():
         from llmtune.launch import relaunch
 
-        raise typer.Exit(relaunch(sys.argv[1:], processes, accelerate_config))
+        raise typer.Exit(relaunch(sys.argv[1:], processes, accelerate_config, machines))
     print_summary(command, run(cfg))
 
 

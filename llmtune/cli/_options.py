@@ -118,6 +118,18 @@ NumProcesses = Annotated[
     Optional[int],
     typer.Option("--num-processes", help="Re-launch on N processes (GPUs, or CPU processes) via `accelerate launch`."),
 ]
+NumMachines = Annotated[
+    Optional[int], typer.Option("--num-machines", help="Machines taking part (run the same command on each; docs/cluster.md)."),
+]
+MachineRank = Annotated[
+    Optional[int], typer.Option("--machine-rank", help="This machine's rank among --num-machines (0: the one at --main-process-ip)."),
+]
+MainProcessIp = Annotated[
+    Optional[str], typer.Option("--main-process-ip", help="Address of machine 0, reachable from every machine."),
+]
+MainProcessPort = Annotated[
+    Optional[int], typer.Option("--main-process-port", help="Rendezvous port on machine 0 (default 29500 with several machines)."),
+]
 AccelerateConfig = Annotated[
     Optional[str],
     typer.Option("--accelerate-config", help="Accelerate config file to launch with, or a shipped example: fsdp, deepspeed-zero2."),
@@ -211,6 +223,10 @@ _LAUNCH = {
     "dry_run": "train_command: check and estimate instead of training",
     "num_processes": "train_command: re-launch through `accelerate launch`",
     "accelerate_config": "train_command: re-launch through `accelerate launch`",
+    "num_machines": "train_command: launch.Machines for `accelerate launch` on several machines",
+    "machine_rank": "train_command: launch.Machines for `accelerate launch` on several machines",
+    "main_process_ip": "train_command: launch.Machines for `accelerate launch` on several machines",
+    "main_process_port": "train_command: launch.Machines for `accelerate launch` on several machines",
 }
 NON_CONFIG_PARAMS: dict[str, dict[str, str]] = {
     "*": {

@@ -53,7 +53,6 @@ def sweep(
     params = dict(locals())
     if importlib.util.find_spec("optuna") is None:
         raise ConfigError("llmtune sweep needs optuna, which is not installed; pip install 'llmtune[track]'")
-    from llmtune.pipelines.sweep import run_sweep
     from llmtune.pipelines.sweep_spec import build_spec
 
     flags = {FLAG_PATHS[name]: getattr(params[name], "value", params[name]) for name in _CONFIG_FLAGS
@@ -61,4 +60,6 @@ def sweep(
     spec = build_spec(recipe, flags, set_ or [], param or [], trials=trials, metric=metric, direction=direction,
                       out_dir=sweep_dir, storage=storage, workers=workers, time_budget=sweep_time_budget)
     spec.command = ["llmtune", *sys.argv[1:]] if sys.argv[1:2] == ["sweep"] else []
+    from llmtune.pipelines.sweep import run_sweep  # imports transformers: only once the input is checked
+
     run_sweep(spec)

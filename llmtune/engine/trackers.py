@@ -14,7 +14,8 @@ This module adds what the integrations do not do for llmtune runs:
 - the end-of-run metrics runners compute after training (tokens/s, MFU, peak memory, wall time) as
   ``final/<name>`` (``log_final_metrics``, called by ``runs.common.finish_run``).
 
-It also holds ``extra_callbacks``: callbacks a caller (the sweep's pruning reporter) hands to every
+The callback that hands over the parameters is ``engine/tracker_params.py`` (this module stays free of
+transformers, so ``--report-to`` is checked before anything heavy loads). It also holds ``extra_callbacks``: callbacks a caller (the sweep's pruning reporter) hands to every
 Trainer built inside a ``with`` block, without the runners knowing.
 """
 
@@ -28,8 +29,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from transformers import TrainerCallback
-
 from llmtune.errors import ConfigError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
@@ -37,7 +36,7 @@ INSTALL_HINT = "pip install 'llmtune[track]'"
 PARAM_PREFIX = "llmtune."
 _MAX_PARAM_CHARS = 500
 _EXTRA: ContextVar[tuple[Any, ...]] = ContextVar("llmtune_extra_callbacks", default=())
-_OPEN: dict[str, dict[str, Any]] = {}  # run dir -> tracker handles still to receive the final metrics
+OPEN: dict[str, dict[str, Any]] = {}  # run dir -> tracker handles still to receive the final metrics
 _WANDB_DIR_OURS: list[str] = []  # WANDB_DIR values llmtune set (a user's own value is never replaced)
 
 
@@ -128,49 +127,10 @@ def attach_trackers(trainer: Any, run_dir: Path) -> list[str]:
     if "WandbCallback" in found and os.environ.get("WANDB_DIR") in (None, *_WANDB_DIR_OURS):
         os.environ["WANDB_DIR"] = str(run_dir)
         _WANDB_DIR_OURS.append(str(run_dir))
-    trainer.add_callback(TrackerParams(run_dir, found))  # after the integrations: their runs exist by then
+    from llmtune.engine.tracker_params import TrackerParams  # imports transformers: only when a Trainer exists
+
+    trainer.add_callback(TrackerParams(run_dir, found, flat_params(run_dir), OPEN))  # after the integrations: their runs exist by then
     return names
-
-
-class TrackerParams(TrainerCallback):
-    """At the start of training, give each open tracker the run's config and environment as parameters."""
-
-    def __init__(self, run_dir: Path, integrations: dict[str, Any]) -> None:
-        self.run_dir = Path(run_dir)
-        self.integrations = integrations
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        params = flat_params(self.run_dir)
-        handles: dict[str, Any] = {}
-        tensorboard = self.integrations.get("TensorBoardCallback")
-        if tensorboard is not None and tensorboard.tb_writer is not None:
-            config = self.run_dir / "config.yaml"
-            if config.is_file():
-                text = config.read_text(encoding="utf-8")
-                tensorboard.tb_writer.add_text("llmtune/config", "    " + text.replace("\n", "\n    "))
-            handles["tensorboard"] = tensorboard.logging_dir
-        mlflow_cb = self.integrations.get("MLflowCallback")
-        if mlflow_cb is not None and getattr(mlflow_cb, "_initialized", False):
-            handles["mlflow"] = _mlflow_params(mlflow_cb._ml_flow, params)
-        wandb_cb = self.integrations.get("WandbCallback")
-        if wandb_cb is not None and getattr(wandb_cb, "_wandb", None) is not None and wandb_cb._wandb.run is not None:
-            wandb_cb._wandb.config.update(params, allow_val_change=True)
-            handles["wandb"] = wandb_cb._wandb
-        _OPEN[str(self.run_dir)] = handles
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if str(self.run_dir) in _OPEN:
-            _OPEN[str(self.run_dir)]["step"] = state.global_step  # the final metrics go at the last step
-
-
-def _mlflow_params(mlflow: Any, params: dict[str, str]) -> tuple[str, str]:
-    """Log ``params`` to the active MLflow run in batches; return ``(tracking_uri, run_id)``."""
-    items = list(params.items())
-    for start in range(0, len(items), 100):
-        mlflow.log_params(dict(items[start:start + 100]))
-    return mlflow.get_tracking_uri(), mlflow.active_run().info.run_id
 
 
 def log_final_metrics(run_dir: Path, metrics: dict[str, Any], step: int = 0) -> list[str]:
@@ -179,7 +139,7 @@ def log_final_metrics(run_dir: Path, metrics: dict[str, Any], step: int = 0) -> 
     Returns:
         The trackers written to (none when the run reported to none).
     """
-    handles = _OPEN.pop(str(run_dir), None)
+    handles = OPEN.pop(str(run_dir), None)
     if not handles:
         return []
     step = handles.pop("step", step)

@@ -119,3 +119,54 @@ def test_gpu_flags_reach_the_trainer(tmp_path):
     assert args.torch_compile and args.auto_find_batch_size
     assert getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing
     assert args.use_cpu  # no GPU here: without it, each of N CPU processes would train alone (see launch.py)
+
+
+@pytest.mark.slow  # ~90 s on 2 busy cores (three launches); `make test-all` runs it
+def test_two_machines_match_one_machine_with_two_processes(text_files, tmp_path):
+    """``--num-machines 2`` x 1 process on loopback (two "machines" = two launches) against 1 machine x 2 processes."""
+    from llmtune.launch import _free_port
+
+    args = ["pretrain", "--dataset", text_files / "train.txt", "--eval-dataset", text_files / "val.txt",
+            "--batch-size", "4", *LLAMA, *COMMON]
+    one = _launch([*args, "-o", tmp_path / "one"], tmp_path)
+    _check_two_ranks(one, tmp_path / "one")
+    port = str(_free_port())
+    nodes = [subprocess.Popen([sys.executable, "-m", "llmtune", *map(str, args), "-o", str(tmp_path / "two"),
+                               "--num-machines", "2", "--machine-rank", str(rank), "--main-process-ip", "127.0.0.1",
+                               "--main-process-port", port],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for rank, (node, (_, err)) in enumerate(zip(nodes, outputs)):
+        assert node.returncode == 0, err[-3000:]
+        assert f"--num_machines 2 --mixed_precision no --dynamo_backend no --multi_gpu --machine_rank {rank} " \
+               f"--main_process_ip 127.0.0.1 --num_processes 2 --main_process_port {port}" in err
+    env = json.loads((tmp_path / "two" / "env.json").read_text())
+    assert env["world_size"] == 2 and (tmp_path / "two" / "run_complete.json").is_file()
+    _same_curve(_log(tmp_path / "one"), _log(tmp_path / "two"))
+
+
+def test_launch_command_on_several_machines():
+    from llmtune.launch import Machines, launch_command
+
+    machines = Machines(count=3, rank=2, ip="10.0.0.1", port=29501)
+    argv, env = launch_command(["finetune", "-d", "x.csv"], 2, None, gpu=True, port=29501, machines=machines)
+    assert env == {}
+    assert argv[3:] == ["--num_machines", "3", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu",
+                        "--machine_rank", "2", "--main_process_ip", "10.0.0.1",
+                        "--num_processes", "6",  # 2 per machine x 3 machines: Accelerate counts them all
+                        "--main_process_port", "29501", "-m", "llmtune", "finetune", "-d", "x.csv"]
+    argv, _ = launch_command(["finetune"], None, "cfg.yaml", gpu=True, port=29500, machines=Machines(2, 1, "h"))
+    assert argv[argv.index("--num_machines") + 1] == "2" and argv[argv.index("--num_processes") + 1] == "2"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-machines", "2"], "pass --main-process-ip"),
+    (["--num-machines", "2", "--machine-rank", "2", "--main-process-ip", "h"], "--machine-rank 2: must be 0..1"),
+    (["--num-machines", "0"], "--num-machines 0: must be at least 1"),
+    (["--num-machines", "2", "--main-process-ip", "h", "--main-process-port", "70000"], "must be 1..65535"),
+])
+def test_bad_machine_flags(cli, tmp_path, flags, message):
+    result = cli("pretrain", "--dataset", "builtin:text", "-o", str(tmp_path / "run"), *flags)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
