@@ -26,8 +26,8 @@ from common import BENCH_DIR, Row, exit_code, report, run_safely, say
 
 NOT_BENCHMARKS = {"common", "run_all"}
 # Cheap ones first, so a broken setup shows within seconds; unlisted modules run after, by name.
-PREFERRED_ORDER = ("startup", "pretrain_throughput", "pretrain_quality", "classification", "generate", "eval",
-                   "sft_stops")
+PREFERRED_ORDER = ("startup", "pretrain_throughput", "pretrain_quality", "classification", "generate", "serve",
+                   "eval", "sft_stops")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class Size:
 
 
 # `make bench` sizes: ~19 min in all on 2 quiet cores (estimates from the run dirs' wall_seconds); modules
-# not listed run at full size: startup ~0.3 min, generate ~2 min, eval ~1.5 min.
+# not listed run at full size: startup ~0.3 min, generate ~2 min, eval ~1.5 min, serve ~1.5 min (an estimate, not
+# yet timed on quiet cores).
 SMALL: dict[str, Size] = {
     # 2 alternating repeats x 16 timed steps instead of 5 (~1.3 min instead of ~3.3).
     "pretrain_throughput": Size(constants={"FULL": lambda m: m.Plan(repeats=2, steps=16)}),

@@ -12,8 +12,10 @@ HTTP, parsed like any SSE client would) of the builtin prompts; reported per ser
 
 and every completion is checked identical between the two servers (greedy decoding).
 
+Both servers stay up side by side; for each client count the batched round runs right before the
+unbatched one, so machine drift hits both alike (each row notes the CPU other processes used meanwhile).
 Torch runs on one intra-op thread (see bench/generate.py: two threads collapse on a shared 2-core box).
-Not part of ``make test`` or ``make bench``; run it alone on a quiet machine:
+Part of ``make bench`` (``run(quick)``, full size); alone:
 
     .venv/bin/python bench/serve.py            # 1/4/16 clients, 4 requests each, 64 new tokens
     .venv/bin/python bench/serve.py --quick    # smoke test: 1/4 clients, 2 requests each, 16 tokens
@@ -27,11 +29,13 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from common import say, work_dir
+from common import CpuWatch, Row, Target, contention_note, report, say, wait_for_quiet, work_dir
 from generate import build_model, prompts
 
+NAME = "serve"
 BATCHED = 16
 
 
@@ -92,50 +96,95 @@ def round_of(url: str, clients: int, texts: list[str], per_client: int, max_toke
             "texts": {r["prompt"]: r["text"] for r in results}}
 
 
-def serve_rounds(model: Any, tok: Any, batch: int, levels: list[int], texts: list[str], per_client: int,
-                 max_tokens: int) -> dict[int, dict[str, Any]]:
-    """Every client count against one server with ``max_batch_size=batch``."""
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure."""
+
+    levels: tuple[int, ...]  # concurrent client counts
+    per_client: int  # streamed requests per client
+    max_tokens: int
+
+
+FULL = Plan(levels=(1, 4, 16), per_client=4, max_tokens=64)
+QUICK = Plan(levels=(1, 4), per_client=2, max_tokens=16)
+
+
+def measure(model: Any, tok: Any, plan: Plan) -> dict[int, dict[int, dict[str, Any]]]:
+    """Each client count against the batched server, then the unbatched one (adjacent in time).
+
+    Returns:
+        ``{max_batch_size: {clients: round}}``, each round with the foreign CPU share under ``"share"``.
+    """
+    from contextlib import ExitStack
+
     from llmtune.config.schema import ServeConfig
     from llmtune.serve.app import create_app
     from llmtune.serve.server import BackgroundServer
 
-    settings = ServeConfig(port=0, max_batch_size=batch, max_queue=1024)
-    with BackgroundServer(create_app(model, tok, settings, "bench"), settings) as url:
-        round_of(url, 1, texts[:1], 1, 4)  # warm-up
-        out = {}
-        for clients in levels:
-            say(f"batch {batch}: {clients} client(s)")
-            out[clients] = round_of(url, clients, texts, per_client, max_tokens)
-        return out
+    texts, out = prompts(), {BATCHED: {}, 1: {}}
+    with ExitStack() as stack:
+        urls = {}
+        for batch in out:
+            settings = ServeConfig(port=0, max_batch_size=batch, max_queue=1024)
+            urls[batch] = stack.enter_context(BackgroundServer(create_app(model, tok, settings, "bench"), settings))
+            round_of(urls[batch], 1, texts[:1], 1, 4)  # warm-up
+        wait_for_quiet(max_wait_s=30)
+        for clients in plan.levels:
+            for batch, url in urls.items():
+                say(f"batch {batch}: {clients} client(s)")
+                with CpuWatch() as watch:
+                    out[batch][clients] = round_of(url, clients, texts, plan.per_client, plan.max_tokens)
+                out[batch][clients]["share"] = watch.share
+    return out
+
+
+def same_outputs(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int]:
+    """(prompts whose greedy completion is identical on both servers, prompts compared)."""
+    common = [p for p in a["texts"] if p in b["texts"]]
+    return sum(a["texts"][p] == b["texts"][p] for p in common), len(common)
+
+
+def rows(rounds: dict[int, dict[int, dict[str, Any]]], plan: Plan) -> list[Row]:
+    """Per client count: aggregate tokens/s and TTFT, batched vs unbatched; then the identical-outputs check."""
+    out, same, compared = [], 0, 0
+    for clients in plan.levels:
+        b, s = rounds[BATCHED][clients], rounds[1][clients]
+        load = contention_note([b["share"], s["share"]])
+        target = Target(">=", 4.0, "ratio") if clients >= 16 else None
+        out.append(Row(NAME, f"aggregate streamed tokens/s, {clients} client(s) (llama 5.2M, greedy, "
+                             f"{plan.max_tokens} new tokens)", b["tokens_per_s"], s["tokens_per_s"], "tok/s", target,
+                       f"--max-batch-size {BATCHED} vs 1, same model and prompts, {plan.per_client} streamed "
+                       f"requests per client over loopback HTTP" + (f"; {load}" if load else "")))
+        out.append(Row(NAME, f"time to first token p50, {clients} client(s)", 1000 * b["ttft_p50"],
+                       1000 * s["ttft_p50"], "ms", None,
+                       f"p95 {1000 * b['ttft_p95']:.0f} ms (batch {BATCHED}) vs {1000 * s['ttft_p95']:.0f} ms (batch 1)"))
+        equal, n = same_outputs(b, s)
+        same, compared = same + equal, compared + n
+    out.append(Row(NAME, f"greedy completions identical, batch {BATCHED} vs batch 1",
+                   100.0 * same / max(compared, 1), unit="%", target=Target(">=", 100.0),
+                   note=f"{same} of {compared} (prompt, client count) pairs; batching must not change outputs"))
+    return out
+
+
+def run(quick: bool) -> list[Row]:
+    """Serve, measure and return the rows (the ``run_all`` entry point)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plan = QUICK if quick else FULL
+        model, tok = load(build_model(work_dir("generate") / "llama-5m"))
+        return rows(measure(model, tok, plan), plan)
+    finally:
+        torch.set_num_threads(threads)  # run_all runs other benchmarks in this process
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 and 4 clients, 2 requests each, 16 tokens")
-    parser.add_argument("--max-tokens", type=int, default=None)
-    parser.add_argument("--requests-per-client", type=int, default=None)
     args = parser.parse_args()
-    levels = [1, 4] if args.quick else [1, 4, 16]
-    max_tokens = args.max_tokens or (16 if args.quick else 64)
-    per_client = args.requests_per_client or (2 if args.quick else 4)
-
-    import torch
-
-    torch.set_num_threads(1)
-    model, tok = load(build_model(work_dir("generate", "llama-tiny")))
-    texts = prompts()
-    batched = serve_rounds(model, tok, BATCHED, levels, texts, per_client, max_tokens)
-    single = serve_rounds(model, tok, 1, levels, texts, per_client, max_tokens)
-    print(f"llmtune serve, greedy, {max_tokens} new tokens, {per_client} streamed requests per client")
-    print(f"{'clients':>7} | {'batch 16 tok/s':>14} | {'batch 1 tok/s':>13} | {'ratio':>6} | "
-          f"{'TTFT p50/p95 (batch 16)':>23} | {'TTFT p50/p95 (batch 1)':>22} | same outputs")
-    for clients in levels:
-        b, s = batched[clients], single[clients]
-        same = all(s["texts"].get(p) == t for p, t in b["texts"].items())
-        print(f"{clients:>7} | {b['tokens_per_s']:>14.1f} | {s['tokens_per_s']:>13.1f} | "
-              f"{b['tokens_per_s'] / s['tokens_per_s']:>5.2f}x | "
-              f"{1000 * b['ttft_p50']:>9.0f} / {1000 * b['ttft_p95']:>6.0f} ms | "
-              f"{1000 * s['ttft_p50']:>8.0f} / {1000 * s['ttft_p95']:>6.0f} ms | {'yes' if same else 'NO'}")
+    report(run(args.quick), quick=args.quick)
 
 
 if __name__ == "__main__":
