@@ -6,7 +6,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 HELP = ("Run the whole product on the builtin data in ~8 minutes on 2 CPU cores: tokenizer -> pre-train a tiny "
-        "Llama -> SFT -> pre-train a tiny BERT -> classifier + QA -> eval each -> generate; one summary table.")
+        "Llama -> SFT -> pre-train a tiny BERT -> classifier + QA -> eval each -> generate -> serve (one HTTP "
+        "request); one summary table.")
 EXAMPLES = (
     "Examples:\n\n"
     "  llmtune quickstart --output-dir runs/demo\n\n"
@@ -75,12 +76,17 @@ def print_quickstart(qs: Any) -> None:
     for column in ("stage", "result (validation split)", "baseline", "time", "output"):
         table.add_column(column)
     for r in qs.results:
-        table.add_row(r.stage, r.metric, r.baseline, f"{r.seconds:.0f} s", escape(os.path.relpath(r.path, qs.root)))
+        where = r.path if "://" in r.path or r.path == "-" else os.path.relpath(r.path, qs.root)  # a URL: as is
+        table.add_row(r.stage, r.metric, r.baseline, f"{r.seconds:.0f} s", escape(where))
     console.print(table)
     for g in qs.generations:
         instruction, answer, reference = (escape(t) for t in (g["prompt"].splitlines()[1], repr(g["completion"]),
                                                                 repr(g["reference"])))
         console.print(f"[bold]{instruction}[/bold] -> {answer}  (reference: {reference})")
+    if qs.served:
+        served = qs.served
+        console.print(f"served: POST {escape(served['url'])} [bold]{escape(served['prompt'].splitlines()[1])}[/bold] "
+                      f"-> {escape(repr(served['completion']))}  (then the server stopped)")
     plots, reports = artefacts(qs.root)
     console.print(f"plots: {', '.join(str(p.relative_to(qs.root)) for p in plots)} (under {qs.root})")
     console.print(f"reports: {', '.join(str(p.relative_to(qs.root)) for p in reports)} (under {qs.root})")

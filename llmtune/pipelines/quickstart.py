@@ -2,6 +2,7 @@
 
     tokenizer -> pre-train a tiny Llama -> eval (bits/char) -> SFT on instructions -> eval (+ greedy answers)
       -> pre-train a tiny BERT (masked LM) -> classifier -> eval -> QA -> eval -> generate from the SFT model
+      -> serve the SFT model on a free loopback port, send it one request over HTTP, stop it
 
 Every stage calls its command's own runner (``llmtune.runs.*.run``) with a config built the way the command
 builds it (``load_config(command, recipe, flags, sets)``), so the quickstart runs exactly what the commands
@@ -61,6 +62,7 @@ class Quickstart:
     results: list[StageResult] = field(default_factory=list)
     vocab_size: int = 0
     generations: list[dict[str, Any]] = field(default_factory=list)
+    served: dict[str, Any] = field(default_factory=dict)  # the serve stage's request and reply
     startup_seconds: float = 0.0
 
     @property
@@ -263,6 +265,45 @@ def generate_stage(qs: Quickstart) -> StageResult:
                        f"{stats.tokens_per_second:,.0f} tokens/s", "-", 0.0, str(out))
 
 
+def serve_stage(qs: Quickstart) -> StageResult:
+    """``llmtune serve`` the SFT model on a free loopback port, POST one held-out instruction, stop the server.
+
+    The request goes to ``/v1/completions`` with the instruction in the alpaca prompt the model was
+    fine-tuned on (a chat request would be rendered with a chat template it never saw), greedy, so the
+    answer should be the generate stage's for the same prompt. Skipped when the serve extra is missing.
+    """
+    from llmtune.runs import serve
+
+    stage = "serve (SFT model, HTTP)"
+    if serve.missing_serve_extra():
+        return StageResult(stage, f"skipped: needs {serve.EXTRA_HINT}", "-", 0.0, "-")
+    cfg = qs.config("serve", None, None, train=False, model__name_or_path=str(qs.dir("sft")), serve__host="127.0.0.1",
+                    serve__port=0)
+    prompt, reference = held_out_instructions()[0]
+    body = {"prompt": prompt, "max_tokens": 48, "temperature": 0}
+    with serve.in_background(cfg) as url:
+        reply = post_json(f"{url}/v1/completions", body)
+    completion = reply["choices"][0]["text"].strip()
+    tokens = int(reply["usage"]["completion_tokens"])
+    qs.served = {"url": f"{url}/v1/completions", "prompt": prompt, "completion": completion, "reference": reference,
+                 "completion_tokens": tokens, "finish_reason": reply["choices"][0]["finish_reason"]}
+    same = "" if not qs.generations else ", same as generate" if qs.generations[0]["completion"] == completion \
+        else ", differs from generate"
+    return StageResult(stage, f"1 request answered ({tokens} token{'' if tokens == 1 else 's'}{same}); server stopped",
+                       "-", 0.0, f"{url}/v1")
+
+
+def post_json(url: str, body: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    """POST ``body`` as JSON to ``url`` with the standard library (no proxy: the server is on loopback)."""
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"),
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
 STAGES: list[tuple[str, Callable[[Quickstart], StageResult]]] = [
     ("train a BPE tokenizer on builtin:text", tokenizer_stage),
     (f"pre-train a tiny Llama ({LM_RECIPE}) and evaluate it", lm_stage),
@@ -271,6 +312,7 @@ STAGES: list[tuple[str, Callable[[Quickstart], StageResult]]] = [
     (f"fine-tune a classifier ({CLS_RECIPE}) and evaluate it", classification_stage),
     (f"fine-tune extractive QA ({QA_RECIPE}) and evaluate it", qa_stage),
     ("generate from the SFT model", generate_stage),
+    ("serve the SFT model: start, one request, stop", serve_stage),
 ]
 
 
@@ -318,7 +360,7 @@ def write_summary(qs: Quickstart) -> None:
 
     total = qs.total_seconds
     data = {"total_seconds": total, "startup_seconds": qs.startup_seconds, "stages": [asdict(r) for r in qs.results],
-            "generations": qs.generations}
+            "generations": qs.generations, "served": qs.served}
     atomic_write_text(qs.root / "summary.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     lines = ["# llmtune quickstart", "", "| stage | result | baseline | time | output |", "|---|---|---|---|---|"]
     lines += [f"| {r.stage} | {r.metric} | {r.baseline} | {r.seconds:.0f} s | `{r.path}` |" for r in qs.results]
@@ -326,6 +368,10 @@ def write_summary(qs: Quickstart) -> None:
               "## Generations (greedy, held-out instructions)", ""]
     for g in qs.generations:
         lines += [f"- **{g['prompt'].splitlines()[1]}** -> `{g['completion']}` (reference: `{g['reference']}`)"]
+    if qs.served:
+        lines += ["", "## Served (greedy, one request to llmtune serve)", "",
+                  f"- POST `{qs.served['url']}` **{qs.served['prompt'].splitlines()[1]}** -> "
+                  f"`{qs.served['completion']}` (reference: `{qs.served['reference']}`)"]
     plots, reports = artefacts(qs.root)
     lines += ["", "## Plots", ""] + [f"- `{p}`" for p in plots] + ["", "## Reports", ""] + [f"- `{p}`" for p in reports]
     atomic_write_text(qs.root / "summary.md", "\n".join(lines) + "\n")

@@ -10,10 +10,11 @@ The spine::
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from llmtune.config.schema import RunConfig
 from llmtune.dist import log
@@ -56,11 +57,34 @@ def build_app(cfg: RunConfig, api_key: Optional[str] = None) -> Any:
     return create_app(model, tokenizer, cfg.serve, model_id, api_key)
 
 
-def check_serve_extra() -> None:
-    """Raise ConfigError naming the extra when fastapi, uvicorn or prometheus_client is missing."""
+@contextlib.contextmanager
+def in_background(cfg: RunConfig, api_key: Optional[str] = None) -> Iterator[str]:
+    """``with in_background(cfg) as url:`` serves ``cfg.model`` from a thread (port 0: a free one) until the block ends.
+
+    What ``llmtune quickstart`` uses to start, query and stop a server in its own process.
+
+    Raises:
+        ConfigError: The serve extra is missing or the port is taken.
+        ModelError: The model cannot be loaded.
+    """
+    check_serve_extra()
+    from llmtune.serve.server import BackgroundServer, check_port
+
+    check_port(cfg.serve.host, cfg.serve.port)
+    with BackgroundServer(build_app(cfg, api_key), cfg.serve) as url:
+        yield url
+
+
+def missing_serve_extra() -> list[str]:
+    """The modules of the serve extra that are not installed (empty when it is)."""
     import importlib.util
 
-    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    return [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+
+
+def check_serve_extra() -> None:
+    """Raise ConfigError naming the extra when fastapi, uvicorn or prometheus_client is missing."""
+    missing = missing_serve_extra()
     if missing:
         raise ConfigError(f"llmtune serve needs {', '.join(missing)}: {EXTRA_HINT}")
 

@@ -28,7 +28,7 @@ def test_every_stage_leaves_a_finished_run(quickstart_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == [
         "tokenizer (BPE)", "pre-train causal LM (Llama)", "SFT on instructions", "pre-train masked LM (BERT)",
-        "classifier (reviews)", "extractive QA", "generate (SFT model)"]
+        "classifier (reviews)", "extractive QA", "generate (SFT model)", "serve (SFT model, HTTP)"]
     assert len(summary["stages"]) == len(STAGES)
     for run in ("tokenizer", "llama-tiny", "llama-tiny/eval", "sft", "sft/eval", "bert-tiny", "classifier",
                 "classifier/eval", "qa", "qa/eval"):
@@ -54,6 +54,66 @@ def test_generations_and_baselines(quickstart_dir):
     majority = max(labels.count(label) for label in set(labels)) / ROWS
     row = next(s for s in summary["stages"] if s["stage"] == "classifier (reviews)")
     assert row["baseline"] == f"chance 33.3 %, majority {100 * majority:.1f} %"  # 3 classes
+
+
+def test_serve_stage_answers_one_request_over_http_and_stops(quickstart_dir):
+    import re
+    import socket
+
+    from llmtune.pipelines.quickstart import held_out_instructions
+
+    out, output = quickstart_dir
+    summary = json.loads((out / "summary.json").read_text())
+    served, row = summary["served"], summary["stages"][-1]
+    assert served["prompt"] == held_out_instructions()[0][0] == summary["generations"][0]["prompt"]
+    # Greedy, same prompt and model as the generate stage (which answered 5 prompts in one padded batch).
+    assert served["completion"] == summary["generations"][0]["completion"]
+    tokens = served["completion_tokens"]
+    assert 1 <= tokens <= 48 and (served["finish_reason"] == "stop" or tokens == 48)
+    plural = "" if tokens == 1 else "s"
+    assert row["metric"] == f"1 request answered ({tokens} token{plural}, same as generate); server stopped"
+    port = int(re.fullmatch(r"http://127\.0\.0\.1:(\d+)/v1", row["path"]).group(1))
+    assert port > 0 and served["url"] == f"http://127.0.0.1:{port}/v1/completions"
+    with socket.socket() as sock:  # stopped: nothing listens on that port any more
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert "served: POST http://127.0.0.1:" in output and "## Served" in (out / "summary.md").read_text()
+
+
+def test_post_json_reaches_loopback_despite_a_proxy_setting(monkeypatch):
+    """The demo's request ignores http_proxy: a proxy would not reach (or should not see) 127.0.0.1."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from llmtune.pipelines.quickstart import post_json
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = json.dumps({"path": self.path, "got": body}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # the discard port: a proxy that answers nothing
+    monkeypatch.setenv("no_proxy", "")
+    with HTTPServer(("127.0.0.1", 0), Echo) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        reply = post_json(f"http://127.0.0.1:{server.server_address[1]}/v1/completions", {"prompt": "hi"}, timeout=10)
+    assert reply == {"path": "/v1/completions", "got": {"prompt": "hi"}}
+
+
+def test_serve_stage_is_skipped_with_the_install_hint_without_the_serve_extra(monkeypatch, tmp_path):
+    from llmtune.pipelines.quickstart import Quickstart, QuickstartOptions, serve_stage
+    from llmtune.runs import serve
+
+    monkeypatch.setattr(serve, "missing_serve_extra", lambda: ["fastapi"])
+    row = serve_stage(Quickstart(QuickstartOptions(output_dir=str(tmp_path)), tmp_path))
+    assert (row.stage, row.metric, row.path) == ("serve (SFT model, HTTP)",
+                                                 "skipped: needs pip install 'llmtune[serve]'", "-")
 
 
 def test_refuses_a_used_folder_without_overwrite(cli, tmp_path):
