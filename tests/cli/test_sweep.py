@@ -115,3 +115,15 @@ def test_two_workers_share_one_study_and_a_sweep_resumes(cli, tiny_bert, cls_dat
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     assert sorted(p.name for p in out.glob("trial-*")) == [f"trial-00{n}" for n in range(4)]
     assert "1 already in" in two.stderr
+
+
+def test_a_killed_sweep_leaves_running_trials_that_resume_marks_failed(tmp_path):
+    from llmtune.pipelines.sweep import fail_stale_trials
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="llmtune-sweep", storage=storage, direction="maximize")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # the trial a killed worker was running
+    assert fail_stale_trials(study, storage) == [1]
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "FAIL"]
+    assert fail_stale_trials(study, "postgresql://db/sweeps") == []  # another machine's trials may be alive

@@ -100,3 +100,20 @@ def test_flat_params_reads_config_and_env(tmp_path):
     assert flat_params(tmp_path) == {"llmtune.task": "qa", "llmtune.train.lr": "3e-05",
                                      "llmtune.train.report_to": '["mlflow"]', "env.torch": "2.13.0",
                                      "env.device.cuda": "false"}
+
+
+def test_pretrain_bits_per_char_and_mfu_reach_tensorboard(cli, text_files, tmp_path):
+    out = tmp_path / "lm"
+    result = cli("pretrain", "--arch", "llama", "-d", str(text_files / "train.txt"),
+                 "--eval-dataset", str(text_files / "val.txt"), "-o", str(out), "--max-steps", "4",
+                 "--set", "model.config={num_hidden_layers: 1, hidden_size: 32, num_attention_heads: 2, "
+                 "num_key_value_heads: 2, intermediate_size: 64}", "--set", "tokenizer.vocab_size=300",
+                 "--set", "train.max_length=32", "--set", "train.time_budget=null", "--set", "train.eval_steps=2",
+                 "--batch-size", "8", "--report-to", "tensorboard")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    acc = _events(out / "tensorboard")
+    bpc = acc.Scalars("eval/bits_per_char")  # derived from each evaluation's loss by llmtune
+    assert [e.step for e in bpc] == [2, 4] and bpc[-1].value == pytest.approx(metrics["eval_bits_per_char"])
+    assert acc.Scalars("final/mfu")[0].value == pytest.approx(metrics["mfu"])  # computed after training
+    assert acc.Scalars("final/train_tokens_per_second")[0].value == pytest.approx(metrics["train_tokens_per_second"])
