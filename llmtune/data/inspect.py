@@ -186,14 +186,19 @@ def print_masking(cfg: Any, data: TaskData, n: int, console: Console) -> None:
     from llmtune.tasks.generation import masking_examples
     from llmtune.tokenizer import load_tokenizer
 
-    if cfg.task != "generation":
-        raise ConfigError("--show-masking shows generation training examples; pass --task generation")
+    if cfg.task not in ("generation", "dpo"):
+        raise ConfigError("--show-masking shows generation or dpo training examples; pass --task generation or dpo")
     if not (cfg.model.tokenizer or cfg.model.name_or_path):
         raise ConfigError("--show-masking tokenizes with the model's tokenizer; pass --model (or --set model.tokenizer=...)")
     source = cfg.model.tokenizer or resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(source, trust_remote_code=cfg.model.trust_remote_code)
-    fmt, rows = masking_examples(data.train, tokenizer, cfg.data.format, cfg.train.max_length,
-                                 cfg.train.train_on_prompt, n, data.sources.get("train", "the training data"))
+    if cfg.task == "dpo":  # each pair as two rows: prompt + chosen, prompt + rejected
+        from llmtune.tasks.dpo import masking_examples as pair_masking
+
+        fmt, rows = pair_masking(data.train, tokenizer, cfg, n, data.sources.get("train", "the training data"))
+    else:
+        fmt, rows = masking_examples(data.train, tokenizer, cfg.data.format, cfg.train.max_length,
+                                     cfg.train.train_on_prompt, n, data.sources.get("train", "the training data"))
     console.print(f"masking, {fmt} format: [bold green]trained tokens[/bold green] / [dim]not trained[/dim]")
     for i, (ids, labels) in enumerate(rows, start=1):
         trained = sum(label != IGNORE for label in labels)

@@ -159,6 +159,17 @@ def eval_features(pairs: Any) -> Any:
     return Dataset.from_dict(rows)
 
 
+def masking_examples(dataset: Any, tokenizer: Any, cfg: RunConfig, n: int,
+                     where: str) -> tuple[str, list[tuple[list[int], list[int]]]]:
+    """The first ``n`` pairs as training sees them (``data inspect --show-masking``): chosen row, then rejected row."""
+    fmt = pair_format(dataset.column_names, cfg.data.format, where)
+    rows = dataset.select(range(min(n, len(dataset))))
+    batch = featurize_pairs(rows.to_dict(), list(range(len(rows))), tokenizer, fmt, cfg.train.max_length,
+                            cfg.dpo.max_prompt_length, special_prefix(tokenizer))
+    features = eval_features(batch)
+    return fmt, list(zip(features["input_ids"], features["labels"]))
+
+
 class DpoEval:
     """``llmtune eval --task dpo``: how often the model prefers the chosen response (no reference model)."""
 

@@ -11,6 +11,7 @@ This module imports TRL at the top: import it only when training a DPO run.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from trl import DPOConfig, DPOTrainer
@@ -18,6 +19,10 @@ from trl import DPOConfig, DPOTrainer
 from llmtune.engine.trainer import LlmtuneTrainer
 
 PREFERENCE_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+# TRL 1.16 asks transformers 5 for `is_gradient_checkpointing` around every reference pass, which warns each
+# time that the name is deprecated: nothing for the user to act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class LlmtuneDPOTrainer(LlmtuneTrainer, DPOTrainer):

@@ -170,3 +170,28 @@ def test_dpo_is_registered_through_the_registry_only():
     from llmtune.config.schema import RunConfig
 
     assert type(training_task(RunConfig(task="dpo"))).__name__ == "DpoTask"
+
+
+def test_sharegpt_pairs_train_with_the_models_chat_template(tiny_llama, tmp_path):
+    import shutil
+
+    from llmtune.chat_template import BUILTIN_CHAT_TEMPLATE
+
+    model = tmp_path / "chat-llama"
+    shutil.copytree(tiny_llama, model)
+    (model / "chat_template.jinja").write_text(BUILTIN_CHAT_TEMPLATE)
+    rows = [{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": r["prompt"]}],
+             "chosen": {"from": "gpt", "value": r["chosen"]}, "rejected": {"from": "gpt", "value": r["rejected"]}}
+            for r in _pairs(12, 4)]
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(rows))
+    result = invoke("finetune", "-t", "dpo", "-m", model, "-d", data, "--format", "sharegpt", "-o", tmp_path / "run",
+                    "--max-steps", "1", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["data_format"] == "sharegpt" and m["train_pairs"] + m["eval_pairs"] == 12
+    shown = invoke("data", "inspect", "-t", "dpo", "-d", data, "--format", "sharegpt", "-m", model,
+                   "--show-masking", "1", "-n", "0")
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "<|system|>" in text and "<|assistant|>" in text and "train row 2" in text  # chosen row, rejected row
