@@ -74,7 +74,7 @@ def print_table(rows: list[dict[str, str]], spec: SweepSpec) -> None:
 
     table = Table(title=f"llmtune sweep: {spec.metric} ({spec.direction})")
     for column in (rows[0] if rows else {"trial": ""}):
-        table.add_column(column, no_wrap=column == "note", overflow="ellipsis", max_width=40 if column == "note" else None)
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=28 if column == "note" else None)
     for row in rows:
         table.add_row(*row.values())  # the whole note is in sweep.md
     Console().print(table)

@@ -127,3 +127,38 @@ def test_a_killed_sweep_leaves_running_trials_that_resume_marks_failed(tmp_path)
     assert fail_stale_trials(study, storage) == [1]
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "FAIL"]
     assert fail_stale_trials(study, "postgresql://db/sweeps") == []  # another machine's trials may be alive
+
+
+def _seeded_copy(tiny_bert, folder):
+    """The fixture's BERT re-initialised from seed 0, so what each trial learns is the same on every run."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    shutil.copytree(tiny_bert, folder)
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig.from_pretrained(tiny_bert)).save_pretrained(folder)
+    return folder
+
+
+def test_a_trial_worse_than_the_median_is_pruned_at_its_first_evaluation(cli, tiny_bert, cls_data, tmp_path,
+                                                                          monkeypatch):
+    import llmtune.pipelines.sweep as sweep
+
+    monkeypatch.setattr(sweep, "PRUNER_STARTUP_TRIALS", 1)  # judge from the second trial on
+    out = tmp_path / "pr"
+    model = _seeded_copy(tiny_bert, tmp_path / "bert")
+    base = [a.replace("train.max_steps=2", "train.max_steps=6").replace("eval_steps=1", "eval_steps=2")
+            for a in _base(model, cls_data)]
+    # TPE seeded with train.seed 42: trial 0 at lr 2.0e-4, trial 1 at lr 2.0e-2, whose loss at the first
+    # evaluation (step 2) is above trial 0's there (1.151 vs 1.097 with this seeded model): pruned at once.
+    result = cli("sweep", *base, "--param", "train.lr=loguniform:1e-5:3e-2", "--trials", "2", "--metric", "eval_loss",
+                 "-o", str(out))
+    assert result.exit_code == 0, result.output
+    first, second = sorted(_study(out).get_trials(), key=lambda t: t.number)
+    assert first.state.name == "COMPLETE" and sorted(first.intermediate_values) == [2, 4, 6]
+    assert second.state.name == "PRUNED" and list(second.intermediate_values) == [2]  # stopped at once
+    assert second.intermediate_values[2] > first.intermediate_values[2]  # eval_loss: lower is better
+    assert not (out / "trial-001" / "run_complete.json").exists() and (out / "trial-000" / "run_complete.json").exists()
+    assert "| 1 | pruned |" in (out / "sweep.md").read_text() and "pruned at step 2" in result.output
