@@ -20,7 +20,7 @@ from llmtune.errors import ModelError
 
 HEADS = {"ForSequenceClassification": ("classification", ("logits",)),
          "ForQuestionAnswering": ("qa", ("start_logits", "end_logits")),
-         "ForCausalLM": ("causal_lm", ("logits",))}
+         "ForCausalLM": ("causal_lm", ("logits",)), "LMHeadModel": ("causal_lm", ("logits",))}
 """Architecture suffix -> (head, ONNX output names) of the heads llmtune exports to ONNX."""
 _AUTO_HEADS = {"AutoModelForSequenceClassification": "classification", "AutoModelForQuestionAnswering": "qa",
                "AutoModelForCausalLM": "causal_lm"}

@@ -79,6 +79,10 @@ def run(source: str, output_dir: str, *, method: str, overwrite: bool = False) -
     tmp.mkdir(parents=True)
     try:
         layers = quantize_into(model_path, tmp, method)
+        if layers == 0:
+            raise ModelError(f"{source} ({model_class(model_path)}) has no torch.nn.Linear layers that torchao's "
+                             f"{method} can quantize (GPT-2 uses Conv1D); export it to ONNX instead: llmtune export "
+                             f"{source} --format onnx --quantize int8 -o OUT")
         result = QuantizeResult(out, method, layers, weight_bytes(tmp), weight_bytes(Path(model_path)))
         write_record(tmp, {"format": "torchao", "method": method, "source": str(source),
                            "quantized_layers": layers, "bytes": result.bytes_on_disk,

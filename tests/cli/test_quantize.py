@@ -163,3 +163,17 @@ def test_output_folder_overlapping_or_not_empty_is_refused(cli, classifier, tmp_
     (tmp_path / "full" / "keep.txt").write_text("x")
     one_line_error(cli("quantize", classifier, "--method", "int8-dynamic", "-o", tmp_path / "full"), "--overwrite")
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+
+
+def test_a_model_without_linear_layers_is_refused(cli, tmp_path):
+    """GPT-2's Conv1D layers are not torch.nn.Linear: nothing to quantize, so nothing is written."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    source = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32)).save_pretrained(
+        str(source))
+    out = tmp_path / "q"
+    one_line_error(cli("quantize", source, "--method", "int8-weight-only", "-o", out),
+                   "GPT2LMHeadModel", "no torch.nn.Linear layers", "int8-weight-only", "--format onnx")
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
