@@ -79,13 +79,16 @@ def dry_run(cfg: RunConfig, world_size: Optional[int] = None) -> dict[str, Any]:
 
 def _task_and_model(cfg: RunConfig) -> tuple[FinetuneTask, str]:
     """The task plug-in and the model's folder (or hub id), checked before anything loads."""
+    from llmtune.compress import refuse_compressed
     from llmtune.modeling import detect_device, resolve_model_path
 
     task = training_task(cfg)
     base_quantization(cfg.lora.quantize_base, detect_device()["cuda"])  # nf4 without CUDA fails before data loads
     if not cfg.model.name_or_path:
         raise ConfigError("finetune starts from a pretrained model; pass --model HUB_ID, a model folder or a run dir")
-    return task, resolve_model_path(cfg.model.name_or_path)
+    model_path = resolve_model_path(cfg.model.name_or_path)
+    refuse_compressed(model_path, "fine-tune")  # int8/ONNX deployment folders do not train
+    return task, model_path
 
 
 def _prepare(cfg: RunConfig, task: FinetuneTask, model_path: str, checkpoint: Optional[str],

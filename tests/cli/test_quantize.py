@@ -177,3 +177,10 @@ def test_a_model_without_linear_layers_is_refused(cli, tmp_path):
                    "GPT2LMHeadModel", "no torch.nn.Linear layers", "int8-weight-only", "--format onnx")
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
 
+
+
+def test_finetune_refuses_a_quantized_folder(cli, int8_classifier, cls_data, tmp_path):
+    out = tmp_path / "run"
+    one_line_error(cli("finetune", "--task", "classification", "--model", int8_classifier, "--dataset",
+                       cls_data / "train.csv", "-o", out), "already compressed", "fine-tune the full-precision")
+    assert not out.exists()
