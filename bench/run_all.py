@@ -61,6 +61,8 @@ SMALL: dict[str, Size] = {
     "qa": Size(quick=True, constants={"QUICK_ROWS": 100}),
     # The tiny Llama pre-trained 60 s instead of 90 s before SFT (~2.5 min).
     "sft_stops": Size(constants={"PRETRAIN_BUDGET": "60s"}),
+    # MiniLM fine-tuned on 1,500 SUBJ rows, 500 test rows, 2 interleaved eval rounds (full: 4,000 / 1,000 / 3).
+    "compress": Size(constants={"TRAIN_ROWS": 1500, "TEST_ROWS": 500, "REPEATS": 2}),
 }
 
 
