@@ -264,6 +264,7 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
         DataError: A prompt longer than the context.
     """
     from llmtune.adapters import merge_into, split_adapter, tokenizer_source
+    from llmtune.compress import refuse_generation
     from llmtune.modeling import check_weights, load_pretrained, model_tokenizer, quiet_transformers, resolve_model_path
 
     if not cfg.model.name_or_path:
@@ -272,6 +273,7 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
     base, adapter = split_adapter(cfg.model.name_or_path)
     model_path = resolve_model_path(base)
     check_weights(model_path)
+    refuse_generation(model_path)
     tokenizer = model_tokenizer(cfg, model_path, source=tokenizer_source(adapter, model_path), for_batches=False)
     options = {"trust_remote_code": cfg.model.trust_remote_code}
     config = load_pretrained(model_path, "AutoConfig", **options)

@@ -75,3 +75,16 @@ def _load_torchao(folder: Path, cls: Any, kwargs: dict[str, Any]) -> Any:
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     model.is_quantized = False
     return loaded
+
+
+def refuse_generation(path: str) -> None:
+    """Refuse to generate (or serve) from an ONNX folder: it is exported without a key/value cache.
+
+    Raises:
+        ModelError: ``path`` holds ``model.onnx``.
+    """
+    if (Path(path) / ONNX_FILE).is_file():
+        raise ModelError(f"{path} is an ONNX export (no key/value cache): it scores text (llmtune eval) but does "
+                         "not generate; generate or serve the PyTorch model folder or a quantized one (llmtune "
+                         "quantize)")
+

@@ -96,16 +96,8 @@ class OrtModel(torch.nn.Module):
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """ONNX folders are exported without a key/value cache, so they do not generate."""
-        raise self._no_generation()
-
-    @property
-    def generation_config(self) -> Any:
-        """Asked for only by generation, which ONNX folders do not do."""
-        raise self._no_generation()
-
-    def _no_generation(self) -> ModelError:
-        return ModelError(f"{self.folder} is an ONNX export (no key/value cache): it scores text but does not "
-                          "generate; generate with the PyTorch model folder or a quantized one (llmtune quantize)")
+        raise ModelError(f"{self.folder} is an ONNX export (no key/value cache): it scores text (llmtune eval) but "
+                         "does not generate; generate or serve the PyTorch model folder or a quantized one")
 
 
 def _classification_loss(logits: Any, labels: Any, config: Any) -> Any:
