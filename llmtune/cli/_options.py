@@ -212,6 +212,7 @@ FLAG_PATHS: dict[str, str] = {
     "ffn": "prune.ffn",
     "layers": "prune.layers",
     "recover_steps": "prune.recover_steps",
+    "recover_distill": "prune.recover_distill",
     "calibration_samples": "prune.calibration_samples",
 }
 

@@ -12,7 +12,7 @@ HELP = ("Structured pruning: remove the least important attention heads, FFN cha
 EXAMPLES = (
     "Examples:\n\n"
     "  llmtune prune runs/cls-minilm --ffn 0.3 --layers 2 -d train.csv -o runs/cls-pruned\n\n"
-    "  llmtune prune runs/cls-minilm --ffn 0.5 --recover-steps 300 -d train.csv -o runs/cls-pruned\n\n"
+    "  llmtune prune runs/cls-minilm --ffn 0.5 --recover-steps 300 --recover-distill -d train.csv -o runs/cls-pruned\n\n"
     "  llmtune prune runs/llama-small --heads 0.25 --layers 2 --recover-steps 200 -d corpus/ -o runs/llama-pruned\n\n"
     "  (BERT models take --ffn and --layers: transformers 5 cannot save a BERT with fewer heads; docs/distill-prune.md)"
 )
@@ -25,6 +25,8 @@ def prune(
     layers: Annotated[Optional[int], typer.Option("--layers", help="Number of whole layers to remove.")] = None,
     recover_steps: Annotated[Optional[int], typer.Option(
         "--recover-steps", help="Fine-tune the pruned model this many steps on --dataset.")] = None,
+    recover_distill: Annotated[Optional[bool], typer.Option(
+        "--recover-distill", help="Recover by distilling from the unpruned model (--set distill.alpha=...).")] = None,
     calibration_samples: Annotated[Optional[int], typer.Option(
         "--calibration-samples", help="Rows importance is measured on (default 64).")] = None,
     recipe: o.Recipe = None,

@@ -284,6 +284,9 @@ class PruneConfig(_Section):
     layers: int = Field(0, ge=0, description="Number of whole layers to remove.")
     calibration_samples: int = Field(64, gt=0, description="Rows of --dataset that importance is measured on.")
     recover_steps: int = Field(0, ge=0, description="Fine-tune steps after pruning (0: none).")
+    recover_distill: bool = Field(
+        False, description="Recover by distilling from the unpruned model (distill.temperature/alpha), not labels alone."
+    )
 
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",

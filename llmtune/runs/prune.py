@@ -11,6 +11,7 @@ it imports no other runner.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ def run(cfg: RunConfig) -> RunResult:
                                      cfg.prune.ffn, cfg.prune.layers)
     before_params = count_parameters(p.model)[0]
     metrics: dict[str, Any] = {"params_before": before_params, **_scored(p, cfg, "before")}
+    original = copy.deepcopy(p.model) if cfg.prune.recover_steps and cfg.prune.recover_distill else None
     calibration = p.train.select(range(min(cfg.prune.calibration_samples, len(p.train))))
     scores = pruning.measure(p.model, layout, _batches(calibration, p.collator, cfg.train.batch_size))
     log(f"importance measured (gradient x activation) on {scores.examples} calibration rows")
@@ -64,7 +66,7 @@ def run(cfg: RunConfig) -> RunResult:
     metrics.update(_scored(p, cfg, "pruned"))
     log(_summary(metrics, p.model.config))
     if cfg.prune.recover_steps:
-        metrics.update(_recover(cfg, p, run_dir))
+        metrics.update(_recover(cfg, p, run_dir, original))
         metrics.update(_scored(p, cfg, "recovered"))
     p.model.save_pretrained(str(run_dir))
     p.tokenizer.save_pretrained(str(run_dir))
@@ -190,18 +192,30 @@ def _summary(metrics: dict[str, Any], config: Any) -> str:
     return "; ".join(parts)
 
 
-def _recover(cfg: RunConfig, p: _Prepared, run_dir: Path) -> dict[str, Any]:
-    """A short fine-tune of the pruned model on the same data (``prune.recover_steps`` steps)."""
+def _recover(cfg: RunConfig, p: _Prepared, run_dir: Path, teacher: Optional[Any]) -> dict[str, Any]:
+    """A short fine-tune of the pruned model on the same data (``prune.recover_steps`` steps); with
+    ``teacher`` (the unpruned model) the loss is the distillation loss of ``engine.distill``."""
+    from llmtune.engine.distill import DistillLogCallback, DistillLoss, first_callback
     from llmtune.engine.trainer import EngineInputs, build_trainer
     from llmtune.modeling import resolve_precision
 
     steps = cfg.prune.recover_steps
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": steps})})
     parts = p.task.engine_parts(p.tokenizer) if p.kind == "classification" else {"collator": p.collator}
-    parts.pop("derive_metrics", None)
-    parts.pop("compute_metrics", None), parts.pop("preprocess_logits", None)  # _scored reports the numbers
-    log(f"recovery: fine-tuning the pruned model for {steps} steps")
+    for key in ("derive_metrics", "compute_metrics", "preprocess_logits"):  # _scored reports the numbers
+        parts.pop(key, None)
+    loss = None
+    if teacher is not None:
+        loss = DistillLoss(p.model, teacher, cfg.distill.temperature, cfg.distill.alpha, shift=p.kind == "lm",
+                           task_loss=parts.pop("compute_loss", None))
+        parts["compute_loss"] = loss
+    how = f"distilling from the unpruned model (alpha {cfg.distill.alpha:g}, T {cfg.distill.temperature:g})" \
+        if loss is not None else "on the labels"
+    log(f"recovery: fine-tuning the pruned model for {steps} steps {how}")
     inputs = EngineInputs(p.model, p.tokenizer, p.train, None, **parts)
     trainer, _ = build_trainer(cfg, inputs, run_dir, precision=resolve_precision(cfg.train.precision))
+    if loss is not None:
+        first_callback(trainer, DistillLogCallback(loss.log))
     out = trainer.train()
-    return {"recover_steps": steps, "recover_train_loss": out.metrics.get("train_loss")}
+    return {"recover_steps": steps, "recover_train_loss": out.metrics.get("train_loss"),
+            **(loss.log.summary() if loss is not None else {})}

@@ -78,12 +78,13 @@ def test_bert_ffn_and_layer_pruning_saves_a_smaller_model_that_loads_and_evaluat
         metrics["pruned_eval_accuracy"])
 
 
-def test_llama_head_ffn_layer_pruning_with_recovery(llama, text_files, tmp_path):
+def test_llama_head_ffn_layer_pruning_with_distilled_recovery(llama, text_files, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "pruned-llama"
     result = invoke("prune", llama, "--heads", "0.5", "--ffn", "0.5", "--layers", "1", "--recover-steps", "2",
+                    "--recover-distill",
                     "-d", text_files / "train.txt", "--eval-dataset", text_files / "val.txt", "--batch-size", "4",
                     "--calibration-samples", "8", "--set", "train.max_length=32", "-o", out)
     assert result.exit_code == 0, result.output
@@ -98,6 +99,7 @@ def test_llama_head_ffn_layer_pruning_with_recovery(llama, text_files, tmp_path)
     assert logits.shape == (1, 3, c.vocab_size) and torch.isfinite(logits).all()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["recover_steps"] == 2 and metrics["recovered_eval_loss"] > 0
+    assert 0 < metrics["distill_kd_share"] < 1  # recovered by distilling from the unpruned model
     generated = invoke("generate", "the red cat", "--model", out, "--max-new-tokens", "3",
                        "--temperature", "0")
     assert generated.exit_code == 0, generated.output
