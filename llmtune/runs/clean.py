@@ -31,6 +31,7 @@ from llmtune.errors import ConfigError, DataError
 from llmtune.runs.common import RunResult
 
 _PLAN = "plan.json"
+_SLICES = "slices.json"  # written by every --shard i/N run: the final step then cleans no shard itself
 
 
 def run(cfg: RunConfig) -> RunResult:
@@ -56,7 +57,12 @@ def run(cfg: RunConfig) -> RunResult:
     n_shards = len(shard_bounds(len(dataset), cfg.clean.shard_rows))
     prepare_work_dir(work, plan(cfg, len(dataset), column), cfg.train.overwrite)
     done = set(finished_shards(work, n_shards))
-    todo = [k for k in slice_of(n_shards, parse_shard(cfg.clean.shard)) if k not in done]
+    shard = parse_shard(cfg.clean.shard)
+    if shard is None:
+        check_slices_finished(work, n_shards, cfg.clean.shard_rows, len(dataset), done)
+    else:
+        (work / _SLICES).write_text(json.dumps({"count": shard[1]}), encoding="utf-8")
+    todo = [k for k in slice_of(n_shards, shard) if k not in done]
     if done:
         log(f"clean: resuming: {len(done)} of {n_shards} shards already finished in {work}")
     run_shards(dataset, column, work, cfg.clean, todo, eval_ngrams)
@@ -66,6 +72,31 @@ def run(cfg: RunConfig) -> RunResult:
             "command without --shard to finish (cross-shard dedup and writing)")
         return RunResult(work, {"shards_finished": len(finished), "shards_total": n_shards})
     return RunResult(out, complete(cfg, work, out, n_shards, spec, started))
+
+
+def check_slices_finished(work: Path, n_shards: int, shard_rows: int, n_rows: int, done: set[int]) -> None:
+    """Before the final step of a ``--shard i/N`` run, check that every slice has finished its shards.
+
+    A folder that no ``--shard`` run touched (a single run, or its resumption) passes: the final step
+    cleans what is missing itself.
+
+    Raises:
+        ConfigError: One line naming the unfinished blocks (shard, rows, slice) and what to run.
+    """
+    from llmtune.data.clean.pipeline import shard_bounds
+
+    if not (work / _SLICES).is_file():
+        return
+    count = int(json.loads((work / _SLICES).read_text(encoding="utf-8"))["count"])
+    missing = [k for k in range(n_shards) if k not in done]
+    if not missing:
+        return
+    bounds = shard_bounds(n_rows, shard_rows)
+    named = ", ".join(f"shard {k} (rows {bounds[k][0]}-{bounds[k][1] - 1}, slice {k % count}/{count})" for k in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    slices = " and ".join(sorted({f"--shard {k % count}/{count}" for k in missing}))
+    raise ConfigError(f"{len(missing)} of {n_shards} shards are not finished: {named}{more}; run (or wait for) the "
+                      f"same command with {slices}, then run this final step again")
 
 
 def complete(cfg: RunConfig, work: Path, out: Path, n_shards: int, spec: str, started: float) -> dict[str, Any]:

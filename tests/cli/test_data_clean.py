@@ -123,6 +123,17 @@ def test_sharded_runs_then_a_final_run_equal_the_single_run(cli, raw, tmp_path):
     assert texts_of(sharded) == texts_of(single) and len(texts_of(single)) == 8
 
 
+def test_the_final_step_refuses_until_every_slice_has_finished(cli, raw, tmp_path):
+    out = tmp_path / "sharded"
+    args = ("data", "clean", "--dataset", raw, "--set", "clean.shard_rows=3", "-o", out)
+    assert cli(*args, "--shard", "0/2").exit_code == 0  # 14 rows, 5 shards: slice 0 has 0, 2, 4; slice 1 has 1, 3
+    one_line_error(cli(*args), "2 of 5 shards are not finished", "shard 1 (rows 3-5, slice 1/2)",
+                   "shard 3 (rows 9-11, slice 1/2)", "with --shard 1/2")
+    assert not out.exists() and not (tmp_path / "sharded.partial" / "shards" / "00001").exists()
+    assert cli(*args, "--shard", "1/2").exit_code == 0
+    assert cli(*args).exit_code == 0 and len(texts_of(out)) == 8
+
+
 def test_two_workers_give_the_single_worker_result(cli, raw, tmp_path):
     args = ("data", "clean", "--dataset", raw, "--set", "clean.shard_rows=3")
     assert cli(*args, "-o", tmp_path / "one").exit_code == 0
