@@ -11,7 +11,9 @@ run time per tensor; the MatMul/Gemm kernels use the CPU's VNNI/AVX2 paths) to t
 Parity: the exported graph's outputs on a few rows (one of them padded) are compared with the
 PyTorch model's; the largest absolute difference must stay within ``tolerance(...)`` or the export
 fails with one line. The tolerance is relative to the largest PyTorch logit: 1e-4 for fp32 (float
-reassociation only) and 0.1 for int8 (quantization error, still far below a typical logit margin).
+reassociation only) and 0.3 for int8, whose activations are quantized per tensor at run time: on
+all-MiniLM-L6-v2 fine-tuned on SUBJ the int8 graph's logits moved by up to 22 % of the largest logit on 64
+test rows (98 % same predictions), while a broken graph misses by about the logits themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ PARITY_TEXTS = ("The film was a delight from start to finish.", "Rain is expecte
 TRACE_TEXTS = ("A short one.", "A somewhat longer sentence to trace with padding.")
 """The graph is traced on ``TRACE_TEXTS`` and checked on ``PARITY_TEXTS`` (other batch size and lengths), so a
 shape the tracer froze into a constant fails the check instead of passing it."""
-RELATIVE_TOLERANCE = {"fp32": 1e-4, "int8": 0.1}
+RELATIVE_TOLERANCE = {"fp32": 1e-4, "int8": 0.3}
 OPSET = 17
 
 
