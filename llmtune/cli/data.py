@@ -45,9 +45,9 @@ def inspect(
 
     from llmtune.data.inspect import inspect_data, print_inspection
     from llmtune.data.loading import load_task_data
-    from llmtune.tasks import TASK_INFO, ColumnSpec
+    from llmtune.tasks.registry import TASKS, ColumnSpec
 
-    spec = TASK_INFO[cfg.task].columns if cfg.task else ColumnSpec()
+    spec = TASKS[cfg.task].columns if cfg.task else ColumnSpec()
     task_data = load_task_data(cfg.data, spec, seed=cfg.train.seed)
     console = Console()
     print_inspection(inspect_data(task_data, spec, n_examples=examples), console)
