@@ -195,3 +195,15 @@ def test_sharegpt_pairs_train_with_the_models_chat_template(tiny_llama, tmp_path
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
     assert "<|system|>" in text and "<|assistant|>" in text and "train row 2" in text  # chosen row, rejected row
+
+
+def test_dpo_run_resumes_from_its_checkpoint(tiny_llama, prefs, tmp_path):
+    common = ["finetune", "-t", "dpo", "-m", tiny_llama, "-d", prefs[0], "--eval-dataset", prefs[1],
+              "-o", tmp_path / "run", "--batch-size", "4", "--set", "train.logging_steps=1", "--set", "train.save_steps=1"]
+    assert invoke(*common, "--max-steps", "1").exit_code == 0
+    (tmp_path / "run" / "run_complete.json").unlink()  # as if killed after checkpoint-1 was written
+    result = invoke(*common, "--max-steps", "2", "--resume", "last")
+    assert result.exit_code == 0, result.output
+    assert "resuming from" in result.output and "step 1" in result.output
+    steps = [r["step"] for r in read_jsonl(tmp_path / "run" / "logs" / "metrics.jsonl") if "rewards/accuracies" in r]
+    assert steps == [1, 2]  # step 1 once (from the first run), step 2 after resuming
