@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PRINT_CONFIG = {("pretrain",), ("finetune",), ("eval",), ("generate",), ("tokenizer", "train"), ("data", "inspect")}
+PRINT_CONFIG = {("pretrain",), ("finetune",), ("eval",), ("generate",), ("tokenizer", "train"), ("data", "inspect"),
+                ("data", "clean")}
 RUN_AS_IS = {("recipes", "list"), ("recipes", "show"), ("recipes", "copy"), ("--help",), ("--version",)}
 FENCE = re.compile(r"^```(?:bash|sh|shell)\n(.*?)^```", re.S | re.M)
 DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
