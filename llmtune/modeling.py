@@ -63,6 +63,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+IGNORE = -100  # the label value torch's cross-entropy skips (prompt tokens, padding, unscored positions)
 _CONFIG_CLASSES = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "bert": "BertConfig"}
 _TASK_AUTO_CLASSES = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM"}
 # Settable although absent from to_dict(): num_labels is a property over id2label.

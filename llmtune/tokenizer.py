@@ -28,7 +28,6 @@ Special tokens depend on the model family (``CAUSAL_SPECIAL_TOKENS`` / ``MASKED_
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

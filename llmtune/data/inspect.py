@@ -182,7 +182,7 @@ def print_masking(cfg: Any, data: TaskData, n: int, console: Console) -> None:
 
     from llmtune.errors import ConfigError
     from llmtune.modeling import resolve_model_path
-    from llmtune.tasks.base import IGNORE
+    from llmtune.modeling import IGNORE
     from llmtune.tasks.generation import masking_examples
     from llmtune.tokenizer import load_tokenizer
 
@@ -210,7 +210,7 @@ def _masked_text(tokenizer: Any, ids: list[int], labels: list[int]) -> Any:
     """A rich Text of the tokens, each styled by whether it is trained."""
     from rich.text import Text
 
-    from llmtune.tasks.base import IGNORE
+    from llmtune.modeling import IGNORE
 
     text, done = Text(), ""
     for i, label in enumerate(labels):

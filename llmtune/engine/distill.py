@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 
 from transformers import TrainerCallback
 
-IGNORE = -100  # the label value torch's cross-entropy skips (tasks.base.IGNORE; the engine sits below tasks)
+from llmtune.modeling import IGNORE
+
 _TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "use_cache")
 
 

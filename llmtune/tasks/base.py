@@ -22,7 +22,6 @@ from llmtune.errors import ConfigError
 from llmtune.tasks.registry import TASKS, ColumnSpec, TaskInfo
 
 Record = dict[str, Any]  # one line of an evaluation's predictions.jsonl
-IGNORE = -100  # the label value torch's cross-entropy skips
 MAP_BATCH_SIZE = 1000  # rows per Dataset.map batch when tokenizing
 
 

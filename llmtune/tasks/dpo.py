@@ -29,7 +29,8 @@ from typing import Any
 from llmtune.config.schema import RunConfig
 from llmtune.dist import log
 from llmtune.errors import ConfigError, DataError
-from llmtune.tasks.base import IGNORE, MAP_BATCH_SIZE, Features, Record, longest_first, unsort
+from llmtune.modeling import IGNORE
+from llmtune.tasks.base import MAP_BATCH_SIZE, Features, Record, longest_first, unsort
 from llmtune.tasks.generation import special_prefix
 from llmtune.tasks.preference_data import featurize_pairs, pair_format
 from llmtune.tasks.registry import TASKS

@@ -30,7 +30,8 @@ from typing import Any, Optional
 from llmtune.config.schema import RunConfig
 from llmtune.dist import log
 from llmtune.errors import ConfigError, DataError
-from llmtune.tasks.base import IGNORE, MAP_BATCH_SIZE, Features, Record, longest_first, unsort
+from llmtune.modeling import IGNORE
+from llmtune.tasks.base import MAP_BATCH_SIZE, Features, Record, longest_first, unsort
 from llmtune.tasks.chat_formats import detect_format, prompt_text, render_row
 from llmtune.tasks.lm import GenerationCollator
 from llmtune.tasks.registry import TASKS

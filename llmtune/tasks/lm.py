@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, DataError, ModelError
-from llmtune.tasks.base import IGNORE, MAP_BATCH_SIZE, Record
+from llmtune.modeling import IGNORE
+from llmtune.tasks.base import MAP_BATCH_SIZE, Record
 from llmtune.tasks.registry import TASKS
 from llmtune.tasks.scoring import causal_nll, fixed_mask, masked_nll, nll_totals, token_stream, window_features
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from llmtune.tasks.base import IGNORE, MAP_BATCH_SIZE
+from llmtune.modeling import IGNORE
+from llmtune.tasks.base import MAP_BATCH_SIZE
 
 
 def token_nll(logits: Any, labels: Any, shift: bool = True) -> Any:
