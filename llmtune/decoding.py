@@ -9,6 +9,10 @@
   that times the first new token and, given a writer, decodes and writes text as tokens arrive.
 * ``StopWriter`` / ``cut_at_stop``: output ends right before the first stop string; while streaming,
   the last few characters are held back until they cannot be the start of a stop string.
+* ``ensure_eos_stop`` / ``check_chat_template``: guards against a model that never stops talking
+  (``generate`` and ``export`` run them): the tokenizer's eos is added to ``generation_config`` when
+  missing, and a tokenizer whose chat template is not the one the model was trained with is given
+  that template (it had none) or refused (it has another).
 """
 
 from __future__ import annotations
@@ -250,6 +254,62 @@ def count_new_tokens(row: Sequence[int], stops: set[int], pad_id: Optional[int])
     return n
 
 
+def ensure_eos_stop(config: Any, tokenizer: Any, where: str) -> bool:
+    """Add the tokenizer's eos to ``config.eos_token_id`` (a ``GenerationConfig``) when it is not there.
+
+    A model trained on responses ending with eos stops only if ``generate`` knows that id; a
+    ``generation_config`` from a base model (or none) may name another one. One log line on a fix.
+
+    Returns:
+        True when ``config`` was changed.
+    """
+    eos = tokenizer.eos_token_id
+    if config is None or eos is None:
+        return False
+    stops = config.eos_token_id
+    stops = [] if stops is None else ([stops] if isinstance(stops, int) else list(stops))
+    if eos in stops:
+        return False
+    config.eos_token_id = [*stops, eos] if stops else eos
+    log(f"{where}: generation stops at the tokenizer's eos {tokenizer.eos_token!r} too (added to generation_config)")
+    return True
+
+
+def trained_chat_template(folder: Any) -> Optional[str]:
+    """The chat template of the tokenizer saved in ``folder`` (a run dir, adapter or model folder), or None."""
+    from pathlib import Path
+
+    from llmtune.tokenizer import TOKENIZER_FILES, load_tokenizer
+
+    path = Path(str(folder))
+    if not path.is_dir() or not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    return getattr(load_tokenizer(str(path)), "chat_template", None)
+
+
+def check_chat_template(tokenizer: Any, trained: Optional[str], trained_in: str, where: str) -> bool:
+    """Make ``tokenizer`` carry the chat template the model was trained with (``trained``, saved in ``trained_in``).
+
+    A tokenizer without a template gets the trained one (one log line); one with another template is
+    refused: prompts rendered with it are not what the model learned to answer, nor to end with eos.
+
+    Returns:
+        True when the tokenizer was given the trained template.
+
+    Raises:
+        ModelError: The tokenizer has a chat template other than the trained one.
+    """
+    current = getattr(tokenizer, "chat_template", None)
+    if not trained or current == trained:
+        return False
+    if current:
+        raise ModelError(f"{where}: the tokenizer's chat template differs from the one the model was trained with "
+                         f"(saved in {trained_in}); use that tokenizer (drop --set model.tokenizer=...)")
+    tokenizer.chat_template = trained
+    log(f"{where}: the tokenizer had no chat template; using the one the model was trained with ({trained_in})")
+    return True
+
+
 def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]] = None) -> tuple[Any, Any]:
     """Load ``cfg.model``'s causal LM (eval mode, on the GPU when there is one) and its tokenizer.
 
@@ -274,7 +334,10 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
     model_path = resolve_model_path(base)
     check_weights(model_path)
     refuse_generation(model_path)
-    tokenizer = model_tokenizer(cfg, model_path, source=tokenizer_source(adapter, model_path), for_batches=False)
+    own = tokenizer_source(adapter, model_path)
+    tokenizer = model_tokenizer(cfg, model_path, source=own, for_batches=False)
+    if cfg.model.tokenizer:  # another tokenizer than the one saved with the model
+        check_chat_template(tokenizer, trained_chat_template(own), own, "generate")
     options = {"trust_remote_code": cfg.model.trust_remote_code}
     config = load_pretrained(model_path, "AutoConfig", **options)
     if check_prompts:
@@ -286,6 +349,7 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
         if adapter is not None:
             model = merge_into(model, adapter)
             log(f"applied the LoRA adapter in {adapter} (merged into the base model)")
+    ensure_eos_stop(getattr(model, "generation_config", None), tokenizer, "generate")
     return model.to(device).eval(), tokenizer
 
 

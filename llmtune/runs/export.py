@@ -11,6 +11,11 @@ What is exported depends on what the source holds:
   tokenizer, chat template, generation config) are copied; for a LoRA run these are the merged
   copy ``finetune`` saved at the top of the run dir. Checkpoints, logs and metrics stay behind.
 
+Either way the exported folder is checked so the model stops talking (``guard_stops``): its tokenizer
+carries the chat template the model was trained with (the run's saved tokenizer) and its
+``generation_config.json`` names the tokenizer's eos; what is missing is added with one log line, a
+different chat template is refused.
+
 ``--merge`` on a source without adapters is refused (there is nothing to merge), and so is a bare
 adapter folder without ``--merge`` (an adapter alone is not a model).
 
@@ -93,9 +98,12 @@ def run(source: str, output_dir: str, *, merge: bool = False, base_model: Option
     if merge:
         assert adapter is not None
         base, parameters = merge_adapter(adapter, out, base_model, dtype)
+        guard_stops(out, _trained_tokenizer_folder(adapter))
     else:
         base, parameters = None, None
-        copy_model_files(_model_folder(src), out)
+        folder = _model_folder(src)
+        copy_model_files(folder, out)
+        guard_stops(out, folder)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return ExportResult(out, merge, base, parameters, size)
 
@@ -205,12 +213,48 @@ def _target_dtype(config: Any, dtype: str) -> Any:
     return stored if isinstance(stored, torch.dtype) else torch.float32
 
 
+def _trained_tokenizer_folder(adapter: Path) -> Optional[Path]:
+    """Where the run saved the tokenizer it trained with: the adapter folder, else its run dir (None: neither)."""
+    from llmtune.tokenizer import TOKENIZER_FILES
+
+    for folder in (adapter, adapter.parent):
+        if any((folder / name).is_file() for name in TOKENIZER_FILES):
+            return folder
+    return None
+
+
 def _save_tokenizer(adapter: Path, base: str, out: Path) -> None:
-    """The tokenizer saved with the adapters (it may carry a chat template), else the base model's."""
+    """The tokenizer the run saved (it may carry a chat template), else the base model's."""
+    from llmtune.tokenizer import load_tokenizer
+
+    own = _trained_tokenizer_folder(adapter)
+    load_tokenizer(str(own) if own else base).save_pretrained(str(out))
+
+
+def guard_stops(out: Path, trained: Optional[Path]) -> None:
+    """Check the exported folder against the model that stops talking: trained chat template, eos in generation_config.
+
+    Args:
+        out: The exported model folder.
+        trained: The folder holding the tokenizer the model was trained with (None: nothing to compare).
+
+    Raises:
+        ModelError: The exported tokenizer has a chat template other than the trained one.
+    """
+    from llmtune.decoding import check_chat_template, ensure_eos_stop, trained_chat_template
     from llmtune.tokenizer import TOKENIZER_FILES, load_tokenizer
 
-    has_own = any((adapter / name).is_file() for name in TOKENIZER_FILES)
-    load_tokenizer(str(adapter) if has_own else base).save_pretrained(str(out))
+    if not any((out / name).is_file() for name in TOKENIZER_FILES):
+        return
+    tokenizer = load_tokenizer(str(out))
+    if trained is not None and check_chat_template(tokenizer, trained_chat_template(trained), str(trained), "export"):
+        tokenizer.save_pretrained(str(out))
+    if (out / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        config = GenerationConfig.from_pretrained(str(out))
+        if ensure_eos_stop(config, tokenizer, "export"):
+            config.save_pretrained(str(out))
 
 
 def export_onnx(src: Path, out: Path, quantize: Optional[str], overwrite: bool) -> ExportResult:
