@@ -27,14 +27,16 @@ def test_every_stage_leaves_a_finished_run(quickstart_dir):
     out, output = quickstart_dir
     summary = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == [
-        "tokenizer (BPE)", "pre-train causal LM (Llama)", "SFT on instructions", "pre-train masked LM (BERT)",
+        "tokenizer (BPE)", "pre-train causal LM (Llama)", "SFT on instructions", "DPO on preferences",
+        "pre-train masked LM (BERT)",
         "classifier (reviews)", "extractive QA", "generate (SFT model)", "serve (SFT model, HTTP)"]
     assert len(summary["stages"]) == len(STAGES)
-    for run in ("tokenizer", "llama-tiny", "llama-tiny/eval", "sft", "sft/eval", "bert-tiny", "classifier",
+    for run in ("tokenizer", "llama-tiny", "llama-tiny/eval", "sft", "sft/eval", "dpo", "dpo/eval-preferences",
+                "sft/eval-preferences", "bert-tiny", "classifier",
                 "classifier/eval", "qa", "qa/eval"):
         assert (out / run / "run_complete.json").is_file(), run
     # Two steps each: the step cap reached every training stage.
-    for run in ("llama-tiny", "sft", "bert-tiny", "classifier", "qa"):
+    for run in ("llama-tiny", "sft", "dpo", "bert-tiny", "classifier", "qa"):
         logged = [json.loads(line) for line in (out / run / "logs" / "metrics.jsonl").read_text().splitlines() if line]
         assert max(entry.get("step", 0) for entry in logged) == 2, run
     assert (out / "classifier" / "eval" / "plots" / "confusion_matrix.png").is_file()
@@ -155,3 +157,16 @@ def test_encoder_corpus_adds_the_review_texts_without_labels(tmp_path):
     assert lines == prose + reviews  # the prose, then one review per line; no label anywhere
     held_out = validation.read_text(encoding="utf-8")
     assert json.loads((builtin_dir("classification") / "validation.jsonl").read_text().splitlines()[0])["text"] in held_out
+
+
+def test_dpo_row_compares_the_sft_and_dpo_models_on_held_out_pairs(quickstart_dir):
+    out, _ = quickstart_dir
+    summary = json.loads((out / "summary.json").read_text())
+    row = next(s for s in summary["stages"] if s["stage"] == "DPO on preferences")
+    sft, dpo = (json.loads((out / run / "eval-preferences" / "eval_metrics.json").read_text()) for run in ("sft", "dpo"))
+    # eval --task dpo on the first ROWS validation pairs: accuracy is a whole number of pairs out of ROWS.
+    for m in (sft, dpo):
+        assert m["eval_preference_accuracy"] * ROWS == pytest.approx(round(m["eval_preference_accuracy"] * ROWS))
+    assert row["metric"] == f"held-out preference accuracy {100 * dpo['eval_preference_accuracy']:.0f} %"
+    assert row["baseline"] == f"{100 * sft['eval_preference_accuracy']:.0f} % (SFT model)"
+    assert row["path"] == str(out / "dpo")
