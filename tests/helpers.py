@@ -105,3 +105,29 @@ def png_size(path: Path) -> tuple[int, int]:
     raw = path.read_bytes()
     assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR", path
     return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+
+def save_tiny_llama(root: Path, corpus: Iterable[str], *, tokenizer: str = "bpe", vocab_size: int = 300,
+                    min_frequency: int = 1, tokenizer_max_length: Optional[int] = None, hidden: int = 32,
+                    layers: int = 2, heads: int = 2, context: int = 128, extra_vocab: int = 0,
+                    tied: bool = True) -> tuple[Any, Any]:
+    """A random LlamaForCausalLM (seed 0) and a tokenizer trained on ``corpus``, saved in ``root`` as
+    `llmtune pretrain` saves them; returns ``(model, tokenizer)``. The MLP is twice the hidden size."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmtune.config.schema import TokenizerConfig
+    from llmtune.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(list(corpus), TokenizerConfig(type=tokenizer, vocab_size=vocab_size,
+                                                        min_frequency=min_frequency,
+                                                        model_max_length=tokenizer_max_length or context))
+    config = LlamaConfig(vocab_size=len(tok) + extra_vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=context, tie_word_embeddings=tied, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(str(root))
+    tok.save_pretrained(str(root))
+    return model, tok

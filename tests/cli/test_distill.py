@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import invoke, one_line_error, pretrain_lines, read_jsonl
+from helpers import invoke, one_line_error, pretrain_lines, read_jsonl, save_tiny_llama
 
 NAMES = ["cooking", "sports", "weather"]  # the classes of helpers.classification_rows, sorted as llmtune numbers them
 FAST = ["--max-steps", "2", "--batch-size", "8", "--set", "train.logging_steps=1", "--set", "train.max_length=32"]
@@ -28,23 +28,9 @@ def bert_teacher(tiny_bert, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llama_teacher(tmp_path_factory, text_files):
-    """A random tiny LlamaForCausalLM on a BPE tokenizer trained on the LM toy text."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.tokenizer import train_tokenizer
-
+    """A random tiny LlamaForCausalLM on a BPE tokenizer trained on the LM toy text (8 padding rows in its vocab)."""
     root = tmp_path_factory.mktemp("llama-teacher")
-    tok = train_tokenizer(pretrain_lines(600), TokenizerConfig(type="bpe", vocab_size=300, min_frequency=1,
-                                                               model_max_length=64))
-    config = LlamaConfig(vocab_size=len(tok) + 8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    save_tiny_llama(root, pretrain_lines(600), context=64, extra_vocab=8)
     return root
 
 

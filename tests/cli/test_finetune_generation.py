@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import invoke, read_jsonl, write_jsonl
+from helpers import invoke, read_jsonl, save_tiny_llama, write_jsonl
 
 WORDS = "red blue green apple stone river cloud hammer window meadow tiger lemon".split()
 SFT = ["--max-steps", "40", "--batch-size", "8", "--lr", "1e-2", "--set", "train.eval_steps=20",
@@ -29,24 +29,12 @@ def _qa_rows(n, seed):
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     """A random tiny LlamaForCausalLM + llmtune BPE tokenizer folder, as `llmtune pretrain` saves it."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.data.builtin import __file__ as builtin_init
-    from llmtune.tokenizer import train_tokenizer
+    from llmtune.data.builtin import builtin_dir
 
     root = tmp_path_factory.mktemp("llama")
-    chat = (__import__("pathlib").Path(builtin_init).parent / "chat" / "train.jsonl").read_text().splitlines()
-    corpus = [json.dumps(r) for r in _qa_rows(200, 0)] + chat
-    tok = train_tokenizer(corpus, TokenizerConfig(type="bpe", vocab_size=400, min_frequency=2, model_max_length=256))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    chat = (builtin_dir("chat") / "train.jsonl").read_text().splitlines()
+    save_tiny_llama(root, [json.dumps(r) for r in _qa_rows(200, 0)] + chat, vocab_size=400, min_frequency=2,
+                    context=256)
     return root
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import save_tiny_llama
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog.",
@@ -17,21 +18,9 @@ PROMPTS = ["the fox", "a small red hen walks", "every", "quiet garden, but not t
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     """A 2-layer Llama (random weights, context 64) with a character tokenizer, saved like a run dir."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.tokenizer import train_tokenizer
-
-    tok = train_tokenizer(CORPUS, TokenizerConfig(type="char", vocab_size=120, min_frequency=1, model_max_length=1024))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=CONTEXT,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = AutoModelForCausalLM.from_config(config).eval()
     path = tmp_path_factory.mktemp("lm") / "model"
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
+    model, tok = save_tiny_llama(path, CORPUS, tokenizer="char", vocab_size=120, tokenizer_max_length=1024,
+                                 hidden=64, heads=4, context=CONTEXT, tied=False)
     return path, model, tok
 
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import invoke, one_line_error, pretrain_lines
+from helpers import invoke, one_line_error, pretrain_lines, save_tiny_llama
 
 NAMES = ["cooking", "sports", "weather"]
 
@@ -28,22 +28,8 @@ def bert_classifier(tiny_bert, tmp_path_factory):
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     """A 3-layer Llama (hidden 32, 4 heads of 8, intermediate 64) on a BPE tokenizer of the LM toy text."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.tokenizer import train_tokenizer
-
     root = tmp_path_factory.mktemp("llama")
-    tok = train_tokenizer(pretrain_lines(600), TokenizerConfig(type="bpe", vocab_size=300, min_frequency=1,
-                                                               model_max_length=64))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    save_tiny_llama(root, pretrain_lines(600), layers=3, heads=4, context=64)
     return root
 
 

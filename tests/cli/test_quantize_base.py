@@ -9,7 +9,7 @@ import json
 import random
 
 import pytest
-from helpers import invoke, one_line_error, write_jsonl
+from helpers import invoke, one_line_error, save_tiny_llama, write_jsonl
 
 pytest.importorskip("torchao")
 
@@ -24,22 +24,8 @@ def _rows(n, seed):
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     """A tiny LlamaForCausalLM (hidden 64, tied embeddings) + BPE tokenizer folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.tokenizer import train_tokenizer
-
     root = tmp_path_factory.mktemp("llama")
-    corpus = [json.dumps(r) for r in _rows(200, 0)]
-    tok = train_tokenizer(corpus, TokenizerConfig(type="bpe", vocab_size=320, min_frequency=2, model_max_length=128))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    save_tiny_llama(root, [json.dumps(r) for r in _rows(200, 0)], vocab_size=320, min_frequency=2, hidden=64, heads=4)
     return root
 
 
