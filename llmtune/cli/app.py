@@ -6,8 +6,10 @@ from typing import Annotated, Optional
 import typer
 
 from llmtune import __version__
-from llmtune.cli import data, distill, eval_, export, finetune, generate, pretrain, prune, quickstart, recipes, report, serve, tokenizer
-from llmtune.cli import sweep
+from llmtune.cli import (
+    data, distill, eval_, export, finetune, generate, pretrain, prune, quantize, quickstart, recipes, report, serve,
+    sweep, tokenizer,
+)
 from llmtune.cli._common import handle_errors
 
 app = typer.Typer(
@@ -53,6 +55,7 @@ def _register() -> None:
     app.command("distill", help=distill.HELP, epilog=distill.EXAMPLES)(handle_errors(distill.distill))
     app.command("prune", help=prune.HELP, epilog=prune.EXAMPLES)(handle_errors(prune.prune))
     app.command("export", help=export.HELP, epilog=export.EXAMPLES)(handle_errors(export.export))
+    app.command("quantize", help=quantize.HELP, epilog=quantize.EXAMPLES)(handle_errors(quantize.quantize))
     app.command("serve", help=serve.HELP, epilog=serve.EXAMPLES)(handle_errors(serve.serve))
     app.add_typer(recipes.app, name="recipes", help="List, show and copy the shipped YAML recipes.")
     app.add_typer(data.app, name="data", help="Inspect and validate datasets before training.")
