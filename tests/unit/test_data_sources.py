@@ -18,6 +18,7 @@ BUILTIN_ROWS = {
     "qa": (1500, 200),
     "instructions": (1000, 100),
     "chat": (300, 50),
+    "preferences": (1000, 100),
 }
 
 
