@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,clean,serve,compress,dpo,track]"
 	touch $(STAMP)
 
-# The whole product on the builtin data (`llmtune quickstart`, ~8 min on 2 CPU cores): a tokenizer, a tiny Llama
+# The whole product on the builtin data (`llmtune quickstart`, ~6 min on 2 CPU cores): a tokenizer, a tiny Llama
 # pre-trained and instruction-tuned, a tiny BERT pre-trained and fine-tuned into a classifier and a QA model, an
 # evaluation of each, generations; one summary table (also in $(DEMO_DIR)/summary.md). The two pre-training budgets
 # trade time for quality: make demo DEMO_BUDGET=4m DEMO_MLM_BUDGET=2m (about 13 min) learns more.

@@ -29,7 +29,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback(epilog=(
-    "Examples:\n\n  llmtune quickstart -o runs/demo   (the whole path on the builtin data, ~8 min on 2 CPU cores)\n\n"
+    "Examples:\n\n  llmtune quickstart -o runs/demo   (the whole path on the builtin data, ~6 min on 2 CPU cores)\n\n"
     "  llmtune recipes list\n\n  llmtune pretrain --recipe pretrain/llama-tiny -o runs/llama-tiny\n\n"
     "Docs: docs/README.md. Shell completion: llmtune --install-completion."))
 def _root(

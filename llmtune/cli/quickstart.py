@@ -5,7 +5,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-HELP = ("Run the whole product on the builtin data in ~8 minutes on 2 CPU cores: tokenizer -> pre-train a tiny "
+HELP = ("Run the whole product on the builtin data in ~6 minutes on 2 CPU cores: tokenizer -> pre-train a tiny "
         "Llama -> SFT -> DPO -> pre-train a tiny BERT -> classifier + QA -> eval each -> generate -> serve (one HTTP "
         "request); one summary table.")
 EXAMPLES = (
