@@ -9,7 +9,7 @@ every run so both sides get the same training budget:
     warm-up fraction (0..0.2), 12 trials, TPE seeded, the median pruner judging an evaluation every
     20 steps, 2 workers on one SQLite study.
 
-Rows: (b)'s best accuracy vs (a)'s (target: not below it); the share of trial time the pruner saved
+Rows: (b)'s best accuracy vs (a)'s (reported side by side, no target); the share of trial time the pruner saved
 (pruned trials' time against the mean completed trial's; target >= 30 %); and whether the 2 workers ran
 exactly 12 trials numbered 0..11 (no number twice). Run it alone: 12 MiniLM epochs take ~25-40 minutes on
 2 CPU cores, and the time saving is a timing figure.
@@ -130,7 +130,7 @@ def rows_from(default: dict, sweep: dict, quick: bool) -> list[Row]:
     exact = sweep["numbers"] == list(range(trials))
     return [
         Row(NAME, f"accuracy: best of {trials} sweep trials vs classification/default",
-            None if best is None else 100 * best, 100 * default["eval_accuracy"], "%", Target(">=", 1.0, "ratio"),
+            None if best is None else 100 * best, 100 * default["eval_accuracy"], "%", None,  # the issue: report both
             f"{data}; trials {json.dumps(sweep['states'])}; best {json.dumps(sweep['best_params'])}"),
         Row(NAME, "share of trial time saved by the median pruner", None if saved is None else 100 * saved, unit="%",
             target=Target(">=", 30.0),

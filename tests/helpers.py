@@ -131,3 +131,19 @@ def save_tiny_llama(root: Path, corpus: Iterable[str], *, tokenizer: str = "bpe"
     model.save_pretrained(str(root))
     tok.save_pretrained(str(root))
     return model, tok
+
+
+def save_bert_classifier(root: Path, tokenizer_folder: Path, labels: list[str], *, hidden: int = 32,
+                         layers: int = 2, heads: int = 2) -> None:
+    """A random BertForSequenceClassification (seed 0) over ``labels`` with the tokenizer of ``tokenizer_folder``,
+    saved in ``root``. The intermediate size is twice the hidden size, positions 128."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+    config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=2 * hidden, max_position_embeddings=128, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(str(root))
+    tok.save_pretrained(str(root))

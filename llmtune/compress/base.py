@@ -4,16 +4,10 @@ above ``errors``, so every ``compress`` module can use it)."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from llmtune.errors import ConfigError, ModelError
-
-# torchao's import logs a warning per CUDA-only kernel library it cannot load on a CPU build, and registers
-# enums in a way torch's pytree now reports as deprecated: noise on every command that loads a model.
-for _name in ("torchao", "torch.utils._pytree"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
 
 RECORD_FILE = "compression.json"
 """What made a compressed folder: ``{"format", "method", "versions", "bytes", "source_bytes", ...}``."""

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import invoke, one_line_error, pretrain_lines, read_jsonl, save_tiny_llama
+from helpers import invoke, one_line_error, pretrain_lines, read_jsonl, save_bert_classifier, save_tiny_llama
 
 NAMES = ["cooking", "sports", "weather"]  # the classes of helpers.classification_rows, sorted as llmtune numbers them
 FAST = ["--max-steps", "2", "--batch-size", "8", "--set", "train.logging_steps=1", "--set", "train.max_length=32"]
@@ -12,17 +12,8 @@ FAST = ["--max-steps", "2", "--batch-size", "8", "--set", "train.logging_steps=1
 @pytest.fixture(scope="module")
 def bert_teacher(tiny_bert, tmp_path_factory):
     """A 3-class BertForSequenceClassification on tiny_bert's tokenizer, the classes named as in the data."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     root = tmp_path_factory.mktemp("teacher")
-    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=3,
-                        id2label=dict(enumerate(NAMES)), label2id={n: i for i, n in enumerate(NAMES)})
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    save_bert_classifier(root, tiny_bert, NAMES)
     return root
 
 

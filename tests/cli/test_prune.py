@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import invoke, one_line_error, pretrain_lines, save_tiny_llama
+from helpers import invoke, one_line_error, pretrain_lines, save_bert_classifier, save_tiny_llama
 
 NAMES = ["cooking", "sports", "weather"]
 
@@ -11,17 +11,8 @@ NAMES = ["cooking", "sports", "weather"]
 @pytest.fixture(scope="module")
 def bert_classifier(tiny_bert, tmp_path_factory):
     """A 3-layer, 64-wide BertForSequenceClassification (intermediate 128) with the data's class names."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     root = tmp_path_factory.mktemp("bert-cls")
-    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
-    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=128, num_labels=3,
-                        id2label=dict(enumerate(NAMES)), label2id={n: i for i, n in enumerate(NAMES)})
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    save_bert_classifier(root, tiny_bert, NAMES, hidden=64, layers=3, heads=4)
     return root
 
 

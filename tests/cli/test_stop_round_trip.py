@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import invoke, one_line_error, write_jsonl
+from helpers import invoke, one_line_error, save_tiny_llama, write_jsonl
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -32,22 +32,9 @@ def _questions(n: int, seed: int) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     """A random tiny LlamaForCausalLM + llmtune BPE tokenizer folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmtune.config.schema import TokenizerConfig
-    from llmtune.tokenizer import train_tokenizer
-
     root = tmp_path_factory.mktemp("llama")
     corpus = [json.dumps({"prompt": q, "completion": " yes"}) for q in _questions(200, 0)]
-    tok = train_tokenizer(corpus, TokenizerConfig(type="bpe", vocab_size=320, min_frequency=2, model_max_length=128))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(root))
-    tok.save_pretrained(str(root))
+    save_tiny_llama(root, corpus, vocab_size=320, min_frequency=2)
     return root
 
 
