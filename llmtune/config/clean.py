@@ -41,6 +41,9 @@ class NormalizeConfig(_Stage):
 
     enabled: bool = Field(True, description="Run this stage.")
     fix_mojibake: bool = Field(True, description="Repair mojibake and broken escapes with ftfy.fix_text.")
+    uncurl_quotes: bool = Field(
+        False, description="Also straighten curly quotes (ftfy). Off: typographic quotes are real text, and a model "
+        "trained without them scores worse on text that has them (bench/clean_pretrain.py).")
     nfkc: bool = Field(True, description="Apply Unicode NFKC normalisation.")
     strip_control: bool = Field(True, description="Remove control and format characters (tabs and newlines kept).")
     whitespace: bool = Field(True, description="Collapse runs of spaces, trim lines, at most one blank line in a row.")

@@ -28,7 +28,9 @@ def only(**stages: bool) -> CleanConfig:
 
 def test_mojibake_control_characters_and_whitespace_are_repaired():
     text = "The Mona Lisa doesnâ€™t have eyebrows.\x00\x07  Caf\u00c3\u00a9   au lait\r\n\n\n\nNext   line  "
-    assert normalize.normalize_text(text, NormalizeConfig()) == "The Mona Lisa doesn't have eyebrows. Café au lait\n\nNext line"
+    assert normalize.normalize_text(text, NormalizeConfig()) == "The Mona Lisa doesn’t have eyebrows. Café au lait\n\nNext line"
+    straight = NormalizeConfig(uncurl_quotes=True)
+    assert normalize.normalize_text(text, straight) == "The Mona Lisa doesn't have eyebrows. Café au lait\n\nNext line"
 
 
 def test_nfkc_folds_compatibility_characters():
@@ -136,4 +138,4 @@ def test_stage_counts_chain_and_each_defect_lands_in_its_stage():
     kept = dict(result.kept)
     assert sorted(kept) == [0, 1, 5]
     assert kept[1] == docs[1]  # HTML converted and the cookie line gone
-    assert "â€" not in kept[5] and "’" not in kept[5]
+    assert "â€" not in kept[5] and "’" in kept[5]  # the mojibake repaired to the curly quote it was (kept)

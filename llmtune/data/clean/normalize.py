@@ -48,7 +48,7 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
         import ftfy
 
         # normalization=None: NFKC is our own switch; ftfy's default would apply NFC regardless.
-        text = ftfy.fix_text(text, normalization=None)
+        text = ftfy.fix_text(text, normalization=None, uncurl_quotes=cfg.uncurl_quotes)
     if cfg.nfkc:
         text = unicodedata.normalize("NFKC", text)
     if cfg.strip_control:
