@@ -320,12 +320,14 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
 
     Raises:
         ConfigError: No model given.
-        ModelError: No weights, no tokenizer, a bad adapter, or any load failure.
+        ModelError: No weights, no trained causal LM head (an encoder such as BERT), no tokenizer, a bad adapter,
+            or any load failure.
         DataError: A prompt longer than the context.
     """
     from llmtune.adapters import merge_into, split_adapter, tokenizer_source
     from llmtune.compress import refuse_generation
-    from llmtune.modeling import check_weights, load_pretrained, model_tokenizer, quiet_transformers, resolve_model_path
+    from llmtune.modeling import (check_head, check_weights, load_pretrained, model_tokenizer, quiet_transformers,
+                                  resolve_model_path)
 
     if not cfg.model.name_or_path:
         raise ConfigError("no model given; pass --model with a folder from llmtune pretrain/finetune, "
@@ -334,12 +336,13 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
     model_path = resolve_model_path(base)
     check_weights(model_path)
     refuse_generation(model_path)
+    options = {"trust_remote_code": cfg.model.trust_remote_code}
+    config = load_pretrained(model_path, "AutoConfig", **options)
+    check_head([str(a) for a in getattr(config, "architectures", None) or []], "generation", base, "generate with")
     own = tokenizer_source(adapter, model_path)
     tokenizer = model_tokenizer(cfg, model_path, source=own, for_batches=False)
     if cfg.model.tokenizer:  # another tokenizer than the one saved with the model
         check_chat_template(tokenizer, trained_chat_template(own), own, "generate")
-    options = {"trust_remote_code": cfg.model.trust_remote_code}
-    config = load_pretrained(model_path, "AutoConfig", **options)
     if check_prompts:
         check_prompt_lengths(tokenizer, check_prompts, context_length(config, tokenizer))
     device, dtype = _device_and_dtype(cfg.train.precision)

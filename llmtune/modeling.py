@@ -526,3 +526,40 @@ def check_weights(model_path: str, name: Optional[str] = None) -> None:
     raise ModelError(f"{name or model_path} has a config.json but no weights (no model weights file such as "
                      "model.safetensors or pytorch_model.bin); pass the folder save_pretrained wrote, a finished "
                      "llmtune run dir or one of its checkpoint-N folders")
+
+
+def _how_to_train(task: str, name: str) -> str:
+    """The command that makes a model with ``task``'s head, for ``check_head``'s message."""
+    if task in ("lm", "generation", "causal_lm", "dpo"):
+        masked = " or --arch bert" if task == "lm" else ""
+        return (f"train one with llmtune pretrain --arch llama{masked}, or llmtune finetune --task generation "
+                "--model <a causal LM such as gpt2>")
+    return f"fine-tune it first: llmtune finetune --task {task} --model {name}"
+
+
+def check_head(architectures: list[str], task: str, name: str, use: str = "evaluate") -> None:
+    """Refuse a model whose config names no trained head for ``task`` (its ``architectures``).
+
+    transformers would load such a model anyway, with a randomly initialised head and only a warning:
+    an encoder such as all-MiniLM-L6-v2 loaded for generation prints noise. ``llmtune eval`` checks
+    its task's head here and every generation load (generate, serve) checks ``generation``'s.
+
+    Args:
+        architectures: The config's ``architectures`` (empty: unknown, accepted).
+        task: A registry task name; its ``heads`` are the accepted architecture name endings.
+        name: The model as the user wrote it, for the message.
+        use: What the head is needed for ("evaluate", "generate with").
+
+    Raises:
+        ModelError: E.g. ``--task qa`` on a sequence classifier, or ``generate`` on a BertModel.
+    """
+    from llmtune.tasks.registry import TASKS, task_of_architectures
+
+    if not architectures or any(a.endswith(TASKS[task].heads) for a in architectures):
+        return
+    head = "causal LM" if task == "generation" else task
+    has = task_of_architectures(architectures)
+    hint = f"; it was saved for {has}: {'pass' if use == 'evaluate' else 'evaluate it with llmtune eval'} " \
+           f"--task {has}" if has else ""
+    raise ModelError(f"{name} is a {architectures[0]}, which has no {head} head to {use}{hint} "
+                     f"({_how_to_train(task, name)})")

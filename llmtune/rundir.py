@@ -60,8 +60,15 @@ class RunDir:
     path: Path
 
     @classmethod
-    def prepare(cls, output_dir: str | Path, *, overwrite: bool = False, resume: bool = False) -> "RunDir":
+    def prepare(cls, output_dir: str | Path, *, overwrite: bool = False, resume: bool = False,
+                resumable: bool = True) -> "RunDir":
         """Check and create ``output_dir`` for a new (or resumed) run.
+
+        Args:
+            output_dir: The run dir.
+            overwrite: Replace what it holds.
+            resume: Continue the unfinished run it holds.
+            resumable: Whether the command has ``--resume`` (its refusal names the flag only then).
 
         Raises:
             ConfigError: The path is a file, not writable, holds a finished run (without
@@ -71,7 +78,7 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"output dir {path} is a file; choose a folder with --output-dir")
         if path.is_dir() and any(path.iterdir()):
-            _check_existing(path, overwrite=overwrite, resume=resume)
+            _check_existing(path, overwrite=overwrite, resume=resume, resumable=resumable)
         try:
             (path / "logs").mkdir(parents=True, exist_ok=True)
             probe = path / f".write-test-{os.getpid()}"
@@ -107,7 +114,7 @@ class RunDir:
         atomic_write_text(self.path / COMPLETE_MARKER, json.dumps(payload, indent=2, default=_json_default))
 
 
-def _check_existing(path: Path, *, overwrite: bool, resume: bool) -> None:
+def _check_existing(path: Path, *, overwrite: bool, resume: bool, resumable: bool = True) -> None:
     if overwrite:
         # Drop the marker first so a crash while clearing never leaves a "complete" run behind.
         (path / COMPLETE_MARKER).unlink(missing_ok=True)
@@ -118,9 +125,10 @@ def _check_existing(path: Path, *, overwrite: bool, resume: bool) -> None:
             f"output dir {path} holds a finished run; pass --overwrite to replace it or choose another --output-dir"
         )
     if not resume:
+        continue_it = "pass --resume to continue it, --overwrite to start over" if resumable else \
+            "pass --overwrite to start over"
         raise ConfigError(
-            f"output dir {path} is not empty and holds no finished run; pass --resume to continue it, "
-            f"--overwrite to start over, or choose another --output-dir"
+            f"output dir {path} is not empty and holds no finished run; {continue_it}, or choose another --output-dir"
         )
 
 

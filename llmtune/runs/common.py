@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.dist import is_main_process, log
+from llmtune.dist import is_main_process, log, world_size
 from llmtune.errors import LlmtuneError
 from llmtune.rundir import RunDir
+
+
+# Commands with a --resume flag (tests/cli/test_run_dir_lifecycle.py checks this against the CLI):
+# only their "holds no finished run" refusal suggests --resume.
+RESUMABLE_COMMANDS = ("pretrain", "finetune")
+
+
+# Fewer optimizer steps than this and a fine-tuned model is mostly its starting point plus noise: the
+# run says so in one line (docs/finetune.md, "Small data"). max_steps runs are not warned: the user chose.
+MIN_ADVISED_STEPS = 50
 
 
 @dataclass
@@ -31,12 +42,14 @@ def is_fresh(cfg: RunConfig, output_dir: Path) -> bool:
 def removed_on_bad_input(run_dir: Path, fresh: bool) -> Iterator[None]:
     """Delete the run dir a fresh run created when bad input stops it before training, then re-raise.
 
-    A rerun of the corrected command must not need ``--overwrite``; a resumed or reused folder is kept.
+    A rerun of the corrected command must not need ``--overwrite``. Every runner that calls
+    ``start_run`` wraps its checks and preparation in this. A resumed or reused folder is kept, and so
+    is one that holds a checkpoint (a run that already trained is never deleted).
     """
     try:
         yield
     except LlmtuneError:
-        if fresh and is_main_process():
+        if fresh and is_main_process() and not any(Path(run_dir).glob("checkpoint-*")):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -49,7 +62,8 @@ def start_run(cfg: RunConfig, default_name: str) -> Path:
     if not is_main_process():
         # Rank 0 checks and prepares the folder; checking here too would race with its first writes.
         return Path(output_dir).expanduser()
-    run = RunDir.prepare(output_dir, overwrite=cfg.train.overwrite, resume=bool(cfg.train.resume))
+    run = RunDir.prepare(output_dir, overwrite=cfg.train.overwrite, resume=bool(cfg.train.resume),
+                         resumable=cfg.command in RESUMABLE_COMMANDS)
     run.write_config(dump_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(run.path)})})))
     run.write_env()
     log(f"run dir: {run.path}")
@@ -86,3 +100,34 @@ def plot_curves(run_dir: Path) -> None:
         log(f"could not draw plots/curves.png ({type(exc).__name__}: {exc}); `llmtune report {run_dir}` retries")
 
 
+
+
+def few_steps_warning(cfg: RunConfig, rows: int, unit: str = "rows") -> Optional[str]:
+    """The one-line warning for a run of fewer than ``MIN_ADVISED_STEPS`` optimizer steps (None: enough steps).
+
+    Args:
+        cfg: ``train.epochs``, ``batch_size``, ``grad_accum`` and ``max_steps`` (set: no warning).
+        rows: Training features (examples, QA windows, packed blocks).
+        unit: What one feature is called in the message.
+    """
+    from llmtune.engine.estimates import steps_per_epoch
+
+    t = cfg.train
+    if t.max_steps or rows <= 0:
+        return None
+    world = world_size()
+    steps = math.ceil(steps_per_epoch(rows, t.batch_size, t.grad_accum, world) * t.epochs)
+    if steps >= MIN_ADVISED_STEPS:
+        return None
+    batch = f"batch {t.batch_size}" + (f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else "") \
+        + (f" x {world} processes" if world > 1 else "")
+    return (f"warning: only {steps} optimizer steps ({rows} {unit}, {batch}, {t.epochs:g} epochs): the result will "
+            f"be mostly noise; use more data, --epochs N or a smaller --batch-size (>= {MIN_ADVISED_STEPS} steps "
+            "advised)")
+
+
+def warn_few_steps(cfg: RunConfig, rows: int, unit: str = "rows") -> None:
+    """Log ``few_steps_warning`` when the run is that short."""
+    message = few_steps_warning(cfg, rows, unit)
+    if message:
+        log(message)

@@ -26,7 +26,7 @@ from llmtune.config.schema import RunConfig
 from llmtune.errors import ConfigError, ModelError
 from llmtune.rundir import atomic_write_text
 from llmtune.dist import is_main_process, log, main_process_first
-from llmtune.modeling import check_weights
+from llmtune.modeling import check_head, check_weights
 from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
 from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.tasks.base import EvalTask, eval_task
@@ -59,7 +59,7 @@ def run(cfg: RunConfig) -> RunResult:
     info = model_info(cfg)
     cfg = inherit_run_settings(cfg, info.run_config)
     task_name, why = infer_task(cfg.task, info)
-    check_head(task_name, info)
+    check_head(info.architectures, task_name, info.name)
     check_weights(info.path, info.name)
     task = eval_task(task_name, cfg, info.config)
     default_dir = (Path(info.name) / "eval") if info.run_config else Path("runs") / f"eval-{Path(info.path).name}"
@@ -120,20 +120,6 @@ def infer_task(requested: Optional[str], info: ModelInfo) -> tuple[str, str]:
     found = ", ".join(info.architectures) or "none recorded"
     raise ConfigError(f"cannot infer the task of {info.name} (architectures: {found}); pass --task "
                       f"{', '.join(tasks_for('eval')[:-1])} or {tasks_for('eval')[-1]}")
-
-
-def check_head(task: str, info: ModelInfo) -> None:
-    """Refuse a task the model has no trained head for (its config's ``architectures``).
-
-    Raises:
-        ModelError: E.g. ``--task qa`` on a sequence classifier.
-    """
-    if not info.architectures or any(a.endswith(TASKS[task].heads) for a in info.architectures):
-        return
-    has = task_of_architectures(info.architectures)
-    hint = f"; it was saved for {has}: pass --task {has}" if has else ""
-    raise ModelError(f"{info.name} is a {info.architectures[0]}, which has no {task} head to evaluate{hint} "
-                     f"(or fine-tune it first: llmtune finetune --task {task})")
 
 
 @dataclass
@@ -212,12 +198,10 @@ def _load_model(cfg: RunConfig, task: Any, info: ModelInfo, tokenizer: Any) -> A
 def _evaluate(p: _Prepared, run_dir: Path, started: float) -> RunResult:
     import torch
 
-    from llmtune.engine.callbacks import PredictionProgress
     from llmtune.engine.trainer import EngineInputs, build_trainer
 
     inputs = EngineInputs(p.model, p.tokenizer, None, None, **p.task.engine_parts(p.tokenizer))
-    trainer, _ = build_trainer(p.cfg, inputs, run_dir, precision=p.precision)
-    trainer.add_callback(PredictionProgress())
+    trainer, _ = build_trainer(p.cfg, inputs, run_dir, precision=p.precision)  # with eval progress (PredictionProgress)
     torch.manual_seed(p.cfg.train.seed)
     output = trainer.predict(p.task.features, metric_key_prefix="eval")
     if not is_main_process():

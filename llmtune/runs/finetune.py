@@ -24,7 +24,7 @@ from llmtune.dist import is_main_process, log, main_process_first, world_size
 from llmtune.errors import ConfigError, ModelError
 from llmtune.modeling import capped_max_length, model_tokenizer, quiet_transformers
 from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
-from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run, warn_few_steps
 from llmtune.tasks.base import Features, FinetuneTask, training_task
 from llmtune.tasks.registry import TASKS
 
@@ -59,6 +59,7 @@ def run(cfg: RunConfig) -> RunResult:
     run_dir = start_run(cfg, default_name=default_dir.name)
     with removed_on_bad_input(run_dir, fresh):
         prepared = _prepare(cfg, task, model_path, resume_checkpoint(cfg, run_dir))
+    warn_few_steps(cfg, len(prepared.features.train), TASKS[task.name].unit)
     return _train(prepared, run_dir, started)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.runs.common import RunResult, finish_run, start_run
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.dist import log
 
 
@@ -21,13 +22,16 @@ def run(cfg: RunConfig, family: Optional[str] = None) -> RunResult:
     from llmtune.tokenizer import iter_texts, train_and_report
 
     family = family or ("masked" if cfg.tokenizer.type == "wordpiece" else "causal")
-    run_dir = start_run(cfg, default_name=f"tokenizer-{cfg.tokenizer.type}-{cfg.tokenizer.vocab_size}")
-    data = load_task_data(cfg.data, TASKS["lm"].columns, seed=cfg.train.seed)
-    for note in data.notes:
-        log(note)
-    heldout_split = data.validation if data.validation is not None else data.train
-    heldout = heldout_split.select(range(min(len(heldout_split), 500)))["text"]
-    tok, report = train_and_report(iter_texts(data.train), cfg.tokenizer, family=family, heldout=heldout)
+    default_name = f"tokenizer-{cfg.tokenizer.type}-{cfg.tokenizer.vocab_size}"
+    fresh = is_fresh(cfg, Path(cfg.train.output_dir or Path("runs") / default_name).expanduser())
+    run_dir = start_run(cfg, default_name=default_name)
+    with removed_on_bad_input(run_dir, fresh):
+        data = load_task_data(cfg.data, TASKS["lm"].columns, seed=cfg.train.seed)
+        for note in data.notes:
+            log(note)
+        heldout_split = data.validation if data.validation is not None else data.train
+        heldout = heldout_split.select(range(min(len(heldout_split), 500)))["text"]
+        tok, report = train_and_report(iter_texts(data.train), cfg.tokenizer, family=family, heldout=heldout)
     tok.save_pretrained(str(run_dir))
     metrics = {
         "vocab_size": report.vocab_size,
