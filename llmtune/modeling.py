@@ -559,7 +559,7 @@ def check_head(architectures: list[str], task: str, name: str, use: str = "evalu
         return
     head = "causal LM" if task == "generation" else task
     has = task_of_architectures(architectures)
-    hint = f"; it was saved for {has}: {'pass' if use == 'evaluate' else 'evaluate it with llmtune eval'} " \
-           f"--task {has}" if has else ""
+    action = "pass" if use == "evaluate" else "evaluate it with llmtune eval"
+    hint = f"; it was saved for {has}: {action} --task {has}" if has else ""
     raise ModelError(f"{name} is a {architectures[0]}, which has no {head} head to {use}{hint} "
                      f"({_how_to_train(task, name)})")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.errors import ConfigError, ModelError
+from llmtune.errors import ConfigError
 from llmtune.rundir import atomic_write_text
 from llmtune.dist import is_main_process, log, main_process_first
 from llmtune.modeling import check_head, check_weights

@@ -56,15 +56,13 @@ def test_resumable_commands_are_the_ones_with_a_resume_flag():
 
 def test_a_run_dir_with_a_checkpoint_is_never_removed(tmp_path):
     (tmp_path / "checkpoint-5").mkdir(parents=True)
-    with pytest.raises(DataError):
-        with removed_on_bad_input(tmp_path, fresh=True):
-            raise DataError("bad row")
+    with pytest.raises(DataError), removed_on_bad_input(tmp_path, fresh=True):
+        raise DataError("bad row")
     assert (tmp_path / "checkpoint-5").is_dir()
     fresh_dir = tmp_path / "fresh"
     (fresh_dir / "logs").mkdir(parents=True)
-    with pytest.raises(DataError):
-        with removed_on_bad_input(fresh_dir, fresh=True):
-            raise DataError("bad row")
+    with pytest.raises(DataError), removed_on_bad_input(fresh_dir, fresh=True):
+        raise DataError("bad row")
     assert not fresh_dir.exists()
 
 
@@ -95,5 +93,6 @@ def test_finetune_on_60_rows_warns_in_one_line(cli, tiny_bert, tmp_path):
                  "--eval-dataset", tmp_path / "val.csv", "--batch-size", "32", "--epochs", "3", "-o", tmp_path / "run")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "optimizer steps" in line]
-    assert warnings == ["[llmtune] warning: only 6 optimizer steps (60 examples, batch 32, 3 epochs): the result will "
-                        "be mostly noise; use more data, --epochs N or a smaller --batch-size (>= 50 steps advised)"]
+    assert warnings == [("[llmtune] warning: only 6 optimizer steps (60 examples, batch 32, 3 epochs): the result "
+                         "will be mostly noise; use more data, --epochs N or a smaller --batch-size (>= 50 steps "
+                         "advised)")]
