@@ -32,6 +32,7 @@ def train(
     eval_dataset: o.EvalDataset = None,
     max_samples: o.MaxSamples = None,
     output_dir: o.OutputDir = None,
+    overwrite: o.Overwrite = None,
     recipe: o.Recipe = None,
     set_: o.Set = None,
     print_config: o.PrintConfig = False,

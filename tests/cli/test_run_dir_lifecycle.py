@@ -52,6 +52,21 @@ def test_resumable_commands_are_the_ones_with_a_resume_flag():
     tokenizer_train = group.commands["tokenizer"].commands["train"]
     assert not any("--resume" in getattr(p, "opts", ()) for p in tokenizer_train.params)
     assert with_resume == set(RESUMABLE_COMMANDS) == {"pretrain", "finetune"}
+    # Every command with a run dir can replace an unfinished one, as its refusal says.
+    for command in [*(group.commands[n] for n in ("pretrain", "finetune", "eval", "distill", "prune")), tokenizer_train]:
+        assert any("--overwrite" in getattr(p, "opts", ()) for p in command.params), command.name
+
+
+def test_tokenizer_train_overwrite_replaces_a_left_over_folder(cli, tmp_path):
+    out = tmp_path / "tok"
+    (out / "logs").mkdir(parents=True)
+    (out / "config.yaml").write_text("command: tokenizer\n")  # as a killed run leaves it
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 20)
+    args = ("tokenizer", "train", "--dataset", tmp_path / "a.txt", "--type", "char", "--vocab-size", "300", "-o", out)
+    one_line_error(cli(*args), "holds no finished run", "pass --overwrite")
+    result = cli(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "tokenizer.json").is_file()
 
 
 def test_a_run_dir_with_a_checkpoint_is_never_removed(tmp_path):
