@@ -33,6 +33,11 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def output_path(cfg: RunConfig, default_name: str) -> Path:
+    """The run dir ``start_run`` opens: ``train.output_dir``, else ``runs/<default_name>``."""
+    return Path(cfg.train.output_dir or Path("runs") / default_name).expanduser()
+
+
 def is_fresh(cfg: RunConfig, output_dir: Path) -> bool:
     """Whether this run starts with an empty (or replaced) output folder, i.e. nothing in it is worth keeping."""
     return cfg.train.overwrite or not output_dir.is_dir() or not any(output_dir.iterdir())
@@ -58,10 +63,10 @@ def start_run(cfg: RunConfig, default_name: str) -> Path:
     """Prepare the run dir and record the resolved config and environment."""
     from llmtune.config import dump_config
 
-    output_dir = cfg.train.output_dir or str(Path("runs") / default_name)
+    output_dir = output_path(cfg, default_name)
     if not is_main_process():
         # Rank 0 checks and prepares the folder; checking here too would race with its first writes.
-        return Path(output_dir).expanduser()
+        return output_dir
     run = RunDir.prepare(output_dir, overwrite=cfg.train.overwrite, resume=bool(cfg.train.resume),
                          resumable=cfg.command in RESUMABLE_COMMANDS)
     run.write_config(dump_config(cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": str(run.path)})})))

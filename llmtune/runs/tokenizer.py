@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from llmtune.config.schema import RunConfig
-from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
+from llmtune.runs.common import RunResult, finish_run, is_fresh, output_path, removed_on_bad_input, start_run
 from llmtune.dist import log
 
 
@@ -23,7 +22,7 @@ def run(cfg: RunConfig, family: Optional[str] = None) -> RunResult:
 
     family = family or ("masked" if cfg.tokenizer.type == "wordpiece" else "causal")
     default_name = f"tokenizer-{cfg.tokenizer.type}-{cfg.tokenizer.vocab_size}"
-    fresh = is_fresh(cfg, Path(cfg.train.output_dir or Path("runs") / default_name).expanduser())
+    fresh = is_fresh(cfg, output_path(cfg, default_name))
     run_dir = start_run(cfg, default_name=default_name)
     with removed_on_bad_input(run_dir, fresh):
         data = load_task_data(cfg.data, TASKS["lm"].columns, seed=cfg.train.seed)
