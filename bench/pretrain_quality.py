@@ -92,7 +92,7 @@ def run_llmtune(train: Path, val: Path, out: Path, budget_s: float, sets: Sequen
         raise RuntimeError(f"llmtune pretrain exited {proc.returncode}: {' | '.join(tail)}")
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     return LlmtuneResult(float(metrics["eval_bits_per_char"]), _last_step(out),
-                         metrics.get("train_tokens_per_second"), wall, watch.share, _settings(out))
+                         metrics.get("train_steady_tokens_per_second"), wall, watch.share, _settings(out))
 
 
 def run_baseline(train: str, val: str, budget_s: float) -> tuple["BaselineResult", Optional[float]]:

@@ -103,7 +103,7 @@ def run_llmtune(cfg: Any, log_path: Path) -> tuple[float, Path]:
     transformers.logging.get_logger("transformers")
     with log_path.open("w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
         result = run(cfg)
-    tokens_per_second = result.metrics.get("train_tokens_per_second")
+    tokens_per_second = result.metrics.get("train_steady_tokens_per_second")
     assert tokens_per_second, f"the runner reported no tokens/s (see {log_path})"
     return float(tokens_per_second), result.run_dir
 

@@ -90,7 +90,7 @@ def llmtune_default(out: Path, rows: Optional[int]) -> Outcome:
     args += ["--max-samples", str(rows)] if rows else []
     started = time.perf_counter()
     metrics = run_llmtune(args, out)
-    return Outcome(metrics.get("train_samples_per_second"), metrics.get("eval_f1"), time.perf_counter() - started,
+    return Outcome(metrics.get("train_steady_samples_per_second"), metrics.get("eval_f1"), time.perf_counter() - started,
                    f"EM {metrics.get('eval_exact_match', float('nan')):.1f}, F1 {metrics.get('eval_f1', float('nan')):.1f}")
 
 

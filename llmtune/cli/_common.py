@@ -150,7 +150,7 @@ def train_command(command: str, params: dict[str, Any], run: Callable[[Any], Any
 
 _SUMMARY_KEYS = (
     "eval_loss", "eval_perplexity", "eval_bits_per_char", "eval_bits_per_byte", "eval_accuracy", "eval_f1_macro", "eval_exact_match", "eval_f1",
-    "train_loss", "train_tokens_per_second", "train_samples_per_second", "mfu", "peak_memory_bytes", "wall_seconds",
+    "train_loss", "train_steady_tokens_per_second", "train_steady_samples_per_second", "mfu", "peak_memory_bytes", "wall_seconds",
 )
 
 

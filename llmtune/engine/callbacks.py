@@ -266,7 +266,7 @@ class ProgressCallback(TrainerCallback):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self._progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[stats]}"), console=Console(file=self._out))
         self._task = self._progress.add_task("train", total=self._total, completed=completed, stats="")
         self._progress.start()
@@ -407,46 +407,54 @@ class ThroughputTracker(TrainerCallback):
         """Throughput and peak memory.
 
         Returns:
-            ``train_steps_per_second``, ``train_samples_per_second``, ``train_tokens_per_second``
-            (None when tokens are unknown), ``steps_timed`` and the keys of ``peak_memory()``. With a
-            single step the warm-up step itself is used.
+            ``train_steady_steps_per_second``, ``train_steady_samples_per_second``,
+            ``train_steady_tokens_per_second`` (None when tokens are unknown), ``steps_timed`` and the keys
+            of ``peak_memory()``. With a single step the warm-up step itself is used. "steady" keeps these
+            apart from the Trainer's ``train_samples_per_second``/``train_steps_per_second``, which divide
+            by the whole ``train_runtime`` (first step, evaluations and checkpoints included).
         """
         steps, seconds = self.steps_timed, self.seconds
         tokens = self._last_tokens - self._first_tokens
         if steps == 0 and self._first_step_seconds:
             steps, seconds, tokens = 1, self._first_step_seconds, self._last_tokens
         if not steps or seconds <= 0:
-            return {"train_steps_per_second": None, "train_samples_per_second": None,
-                    "train_tokens_per_second": None, "steps_timed": 0, **peak_memory(self._device_type)}
+            return {"train_steady_steps_per_second": None, "train_steady_samples_per_second": None,
+                    "train_steady_tokens_per_second": None, "steps_timed": 0, **peak_memory(self._device_type)}
         if tokens <= 0 and self.tokens_per_step:
             tokens = steps * self.tokens_per_step
         return {
-            "train_steps_per_second": steps / seconds,
-            "train_samples_per_second": steps * self._samples_per_step / seconds,
-            "train_tokens_per_second": tokens / seconds if tokens > 0 else None,
+            "train_steady_steps_per_second": steps / seconds,
+            "train_steady_samples_per_second": steps * self._samples_per_step / seconds,
+            "train_steady_tokens_per_second": tokens / seconds if tokens > 0 else None,
             "steps_timed": steps,
             **peak_memory(self._device_type),
         }
 
 
 class PredictionProgress(TrainerCallback):
-    """Progress of ``Trainer.predict`` / ``evaluate`` outside training: batches done, examples/s and ETA.
+    """Progress of every ``Trainer.predict`` / ``evaluate``: batches done, examples/s and ETA.
 
     A rich bar on a terminal; otherwise a plain line at every tenth of the batches. Only the main
-    process shows anything. ``ProgressCallback`` covers training; add this one to a Trainer that only
-    predicts (``llmtune eval``).
+    process shows anything. The engine adds one to every Trainer, so ``llmtune eval`` and the
+    evaluations during and after training (``finetune``, ``pretrain``...) show the same progress.
+    During training, pass the run's ``ProgressCallback`` as ``beside``: while its bar is drawn, the
+    evaluation bar is added to the same display (two live displays on one terminal garble each other).
     """
 
-    def __init__(self, label: str = "eval", *, stream: Optional[TextIO] = None, clock: Clock = time.monotonic) -> None:
+    def __init__(self, label: str = "eval", *, stream: Optional[TextIO] = None, clock: Clock = time.monotonic,
+                 beside: Optional[ProgressCallback] = None) -> None:
         """Args:
         label: Shown before the bar.
         stream: Where to draw (default: ``sys.stderr``).
         clock: Monotonic time source (injectable for tests).
+        beside: The training progress display to draw in while it is live, if any.
         """
         self.label = label
         self.stream = stream
         self.clock = clock
+        self.beside = beside
         self._progress: Any = None
+        self._shared = False
         self._done = 0
         self._total = 0
         self._start = 0.0
@@ -473,19 +481,25 @@ class PredictionProgress(TrainerCallback):
     def _begin(self, total: int) -> None:
         self._out = self.stream or sys.stderr
         self._total = total
-        if getattr(self._out, "isatty", lambda: False)():
+        live = self.beside._progress if self.beside is not None else None
+        if live is not None:  # inside training on a terminal: one more row in the training display
+            self._progress, self._shared = live, True
+            self._task = live.add_task(self.label, total=total, stats="")
+        elif getattr(self._out, "isatty", lambda: False)():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[stats]}"), console=Console(file=self._out))
             self._task = self._progress.add_task(self.label, total=total, stats="")
             self._progress.start()
 
     def _end(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._shared:
+            self._progress.remove_task(self._task)
+        elif self._progress is not None:
             self._progress.stop()
-            self._progress = None
+        self._progress, self._shared = None, False
         self._done = 0
 
     def on_predict(self, args, state, control, **kwargs):

@@ -216,31 +216,30 @@ def checkpoint_step(folder: Path) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders in ``run_dir``, newest (highest N) first."""
+    return sorted((p for p in Path(run_dir).glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) >= 0),
+                  key=checkpoint_step, reverse=True)
+
+
 def last_good_checkpoint(run_dir: Path, *, quiet: bool = False) -> Optional[str]:
     """The newest intact ``checkpoint-N`` in ``run_dir``; newer broken ones are reported and skipped.
 
     Args:
         run_dir: The run directory.
-        quiet: No messages, and None instead of an error when no checkpoint is intact.
+        quiet: No messages.
 
     Returns:
-        The folder as a string, or None when there is no checkpoint folder at all.
-
-    Raises:
-        ConfigError: There are checkpoint folders but none is intact (not when ``quiet``).
+        The folder as a string, or None when no checkpoint folder is intact (or there is none). With
+        only broken ones the run was killed while writing its first checkpoint: nothing trained can be
+        lost, so the caller starts over (``RewindLogs`` then clears the old logs and broken folders).
     """
-    run_dir = Path(run_dir)
-    folders = sorted((p for p in run_dir.glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) >= 0),
-                     key=checkpoint_step, reverse=True)
-    for folder in folders:
+    for folder in checkpoint_folders(run_dir):
         problem = checkpoint_problem(folder)
         if problem is None:
             return str(folder)
         if not quiet:
             _say(f"skipping {folder.name}: {problem}; trying the previous checkpoint")
-    if folders and not quiet:
-        raise ConfigError(f"no intact checkpoint in {run_dir} ({len(folders)} broken); "
-                          "start over with --overwrite")
     return None
 
 
@@ -266,15 +265,25 @@ def drop_records_after(path: Path, step: int) -> int:
 
 
 class RewindLogs(TrainerCallback):
-    """On a resumed run, drop log lines written after the checkpoint (they will be logged again)."""
+    """Drop log lines written after the step training starts from (they will be logged again).
+
+    On a resumed run that is the checkpoint's step. On a run starting at step 0 in a folder a killed run
+    left behind (``--resume last`` with no intact checkpoint) it is every line, and the broken
+    ``checkpoint-N`` folders go too; a fresh run's empty folder has nothing to drop.
+    """
 
     def __init__(self, *paths: Path) -> None:
         self.paths = paths
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step > 0 and state.is_world_process_zero:
-            for path in self.paths:
-                drop_records_after(path, state.global_step)
+        if not state.is_world_process_zero:
+            return
+        for path in self.paths:
+            drop_records_after(path, state.global_step)
+        if state.global_step == 0:
+            for folder in checkpoint_folders(args.output_dir):
+                if checkpoint_problem(folder) is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- non-finite loss ------------------------------------------------------------------------------------

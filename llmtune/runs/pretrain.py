@@ -357,10 +357,10 @@ def _throughput(summary: dict[str, Any], model: Any, seq_len: int, precision: st
 
     flops = estimate_flops_per_token(model, seq_len)
     out = {**summary, "flops_per_token": flops,
-           **mfu_metrics(summary.get("train_tokens_per_second"), flops, precision, world_size())}
+           **mfu_metrics(summary.get("train_steady_tokens_per_second"), flops, precision, world_size())}
     parts = []
-    if out.get("train_tokens_per_second"):
-        parts.append(f"{out['train_tokens_per_second']:,.0f} tok/s")
+    if out.get("train_steady_tokens_per_second"):
+        parts.append(f"{out['train_steady_tokens_per_second']:,.0f} tok/s")
     if out.get("mfu") is not None:
         peak = f"{_flops(out['peak_flops'])} per device ({out['peak_flops_source']})"
         parts.append(f"MFU {100 * out['mfu']:.1f} % of {peak}")

@@ -128,8 +128,8 @@ CASES = [
      [*CLS, "--model", "{models}/bert", "--dataset", "{root}/four.csv", "--set", "model.tokenizer={models}/bigtok",
       "-o", "{root}/r5"], ["vocabulary", "tokenizer"]),
     # resume
-    ("--resume last without a good checkpoint", [*PRE, "-o", "{root}/crashed", "--resume", "last"],
-     ["no intact checkpoint", "checkpoint"]),
+    ("--resume last without any checkpoint", [*PRE, "-o", "{root}/r7", "--resume", "last"],
+     ["no checkpoint-N folder", "start without --resume"]),
     ("--resume from an incomplete checkpoint", [*PRE, "-o", "{root}/r6", "--resume", "{root}/crashed/checkpoint-3"],
      ["cannot resume from", "not completely written"]),
     ("report on a folder without metrics", ["report", "{root}/notamodel"], ["metrics"]),

@@ -93,7 +93,28 @@ def test_pretrain_kill_9_then_resume_matches_an_uninterrupted_run(cli, corpus, t
     assert resumed.exit_code == 0, resumed.output
     assert "skipping checkpoint-8: model.safetensors is 1000 bytes" in resumed.output
     assert f"resuming from {out / 'checkpoint-4'}: step 4" in resumed.output
-    _assert_same_run(out, tmp_path / "ref", ["eval_loss", "eval_bits_per_char"])
+    # train_loss: the whole run's mean, steps 1-4 (before the resume) included
+    _assert_same_run(out, tmp_path / "ref", ["eval_loss", "eval_bits_per_char", "train_loss"])
+
+
+def test_killed_while_writing_the_first_checkpoint_resume_last_starts_over(cli, corpus, tmp_path):
+    args = ["pretrain", "--dataset", corpus, "--max-steps", "8", *TINY_GPT2,
+            "--set", "train.save_steps=4", "--set", "train.eval_steps=8", "--set", "data.eval_fraction=0.1"]
+    reference = cli(*map(str, args), "-o", str(tmp_path / "ref"))
+    assert reference.exit_code == 0, reference.output
+    out = tmp_path / "run"
+    killed = _killed_run([*args, "-o", out], step=6)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (out / "checkpoint-4" / "checkpoint_complete.json").unlink()  # as if killed while writing checkpoint-4
+    assert [r["step"] for r in _records(out)] == [1, 2, 3, 4, 5]  # killed before step 6 was logged
+    resumed = cli(*map(str, args), "-o", str(out), "--resume", "last")
+    assert resumed.exit_code == 0, resumed.output
+    assert "skipping checkpoint-4: it was not completely written" in resumed.output
+    assert (f"--resume last: none of the 1 checkpoint(s) in {out} was completely written (killed while saving), "
+            "so there is nothing to resume: starting over from step 0") in resumed.output
+    # a fresh run in the same folder: every step logged once, the same losses and result as the reference
+    _assert_same_run(out, tmp_path / "ref", ["eval_loss", "train_loss"])
+    assert (out / "checkpoint-4" / "checkpoint_complete.json").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +157,7 @@ def test_classification_kill_9_in_the_second_epoch_then_resume_matches(cli, clas
     resumed = cli(*map(str, args), "-o", str(out), "--resume", "last")
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming from {out / 'checkpoint-16'}: step 16" in resumed.output
-    _assert_same_run(out, tmp_path / "ref", ["eval_loss", "eval_accuracy", "eval_f1_macro"])
+    _assert_same_run(out, tmp_path / "ref", ["eval_loss", "eval_accuracy", "eval_f1_macro", "train_loss"])
 
 
 def test_ctrl_c_saves_a_checkpoint_prints_the_resume_command_and_exits_130(cli, corpus, tmp_path):

@@ -116,4 +116,4 @@ def test_pretrain_bits_per_char_and_mfu_reach_tensorboard(cli, text_files, tmp_p
     bpc = acc.Scalars("eval/bits_per_char")  # derived from each evaluation's loss by llmtune
     assert [e.step for e in bpc] == [2, 4] and bpc[-1].value == pytest.approx(metrics["eval_bits_per_char"])
     assert acc.Scalars("final/mfu")[0].value == pytest.approx(metrics["mfu"])  # computed after training
-    assert acc.Scalars("final/train_tokens_per_second")[0].value == pytest.approx(metrics["train_tokens_per_second"])
+    assert acc.Scalars("final/train_steady_tokens_per_second")[0].value == pytest.approx(metrics["train_steady_tokens_per_second"])

@@ -16,6 +16,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 from llmtune.engine.callbacks import (
     METRICS_FILE,
     MetricsLogCallback,
+    PredictionProgress,
     ProgressCallback,
     ThroughputTracker,
     TimeBudgetCallback,
@@ -161,6 +162,31 @@ def test_progress_replaces_the_default_display(tmp_path: Path, stream_cls: type)
         assert "eta" in lines[0]
 
 
+class SeeRows(TrainerCallback):
+    """Record the rows of the training display while the evaluation at step 10 runs (added after the progress)."""
+
+    def __init__(self, train: ProgressCallback) -> None:
+        self.train, self.rows = train, []
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        live = self.train._progress
+        self.rows.append([t.description for t in live.tasks] if live is not None else None)
+
+
+def test_eval_progress_during_training_is_a_row_of_the_training_bar_on_a_terminal(tmp_path: Path) -> None:
+    stream = FakeTty()
+    trainer = _trainer(tmp_path, [], eval_strategy="steps", eval_steps=10, per_device_eval_batch_size=4)
+    train = ProgressCallback(tokens_per_step=BATCH * BLOCK, stream=stream)
+    replace_default_progress(trainer, train)
+    seen = SeeRows(train)
+    trainer.add_callback(PredictionProgress(stream=stream, beside=train))
+    trainer.add_callback(seen)
+    trainer.train()
+    # 8 eval rows / batch 4 = 2 batches at steps 10 and 20: one display, with an "eval" row only while evaluating
+    assert seen.rows == [["train", "eval"]] * 4
+    assert "20/20" in stream.getvalue() and train._progress is None  # the training display stopped at the end
+
+
 def test_progress_shows_samples_per_second_without_token_count(tmp_path: Path) -> None:
     stream = io.StringIO()
     trainer = _trainer(tmp_path, [])
@@ -194,7 +220,7 @@ def test_throughput_excludes_the_first_step(tmp_path: Path) -> None:
     summary = tracker.summary()
 
     assert summary["steps_timed"] == MAX_STEPS - 1
-    assert summary["train_steps_per_second"] == pytest.approx(2.0)
-    assert summary["train_samples_per_second"] == pytest.approx(2.0 * BATCH)
-    assert summary["train_tokens_per_second"] == pytest.approx(2.0 * BATCH * BLOCK)
+    assert summary["train_steady_steps_per_second"] == pytest.approx(2.0)
+    assert summary["train_steady_samples_per_second"] == pytest.approx(2.0 * BATCH)
+    assert summary["train_steady_tokens_per_second"] == pytest.approx(2.0 * BATCH * BLOCK)
     assert summary["peak_memory_kind"] in ("rss", "cuda") and summary["peak_memory_bytes"] > 10 * 2**20

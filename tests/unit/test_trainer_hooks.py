@@ -61,6 +61,11 @@ def test_the_rest_of_what_the_overrides_rely_on():
     assert "metric_key_prefix" in _parameters(Trainer.evaluation_loop)
     names = {f.name for f in fields(TrainingArguments)}
     assert {"train_sampling_strategy", "save_total_limit"} <= names
+    # engine.trainer.loss_sum_so_far reads the Trainer's loss accumulators (a resumed run's whole-run train_loss)
+    finalize = inspect.getsource(Trainer._finalize_training)
+    assert "self._total_loss_scalar += self._tr_loss.item()" in finalize
+    assert 'metrics["train_loss"] = train_loss' in finalize
+    assert _parameters(Trainer.log)[:2] == ["self", "logs"]
 
 
 @pytest.mark.parametrize(("args", "kwargs", "prefix"), [
