@@ -58,3 +58,9 @@ def test_eval_lm_on_an_encoder_suggests_a_real_command(cli, bare_bert, tmp_path)
     result = cli("eval", "-m", bare_bert, "--task", "lm", "--dataset", tmp_path / "val.txt", "-o", tmp_path / "ev")
     one_line_error(result, "is a BertModel", "no lm head to evaluate", "llmtune pretrain --arch llama")
     assert "finetune --task lm" not in result.output
+
+
+def test_serve_command_refuses_before_listening(cli, bare_bert):
+    pytest.importorskip("fastapi")
+    result = cli("serve", "-m", bare_bert, "--port", "18777")
+    one_line_error(result, "is a BertModel", "no causal LM head to generate with")
