@@ -25,15 +25,8 @@ from transformers.trainer_utils import rotate_checkpoints
 from llmtune.config.schema import RunConfig
 from llmtune.dist import log
 from llmtune.engine import reliability
-from llmtune.engine.callbacks import (
-    METRICS_FILE,
-    MetricsLogCallback,
-    PredictionProgress,
-    ProgressCallback,
-    ThroughputTracker,
-    TimeBudgetCallback,
-    replace_default_progress,
-)
+from llmtune.engine.callbacks import METRICS_FILE, MetricsLogCallback, ThroughputTracker, TimeBudgetCallback
+from llmtune.engine.progress import PredictionProgress, ProgressCallback, replace_default_progress
 from llmtune.engine.reliability import GracefulStop, NonFiniteGuard, RewindLogs
 from llmtune.engine.samples import SAMPLES_FILE
 from llmtune.engine.sampling import LengthBucketSampler

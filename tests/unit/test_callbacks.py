@@ -16,14 +16,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 from llmtune.engine.callbacks import (
     METRICS_FILE,
     MetricsLogCallback,
-    PredictionProgress,
-    ProgressCallback,
     ThroughputTracker,
     TimeBudgetCallback,
     check_budget_fits,
     json_safe,
-    replace_default_progress,
 )
+from llmtune.engine.progress import PredictionProgress, ProgressCallback, replace_default_progress
 from llmtune.errors import ConfigError
 
 BLOCK, BATCH, MAX_STEPS = 16, 4, 20

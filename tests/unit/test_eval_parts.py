@@ -101,7 +101,7 @@ def test_token_nll_by_hand():
 
 
 def test_prediction_progress_plain_lines():
-    from llmtune.engine.callbacks import PredictionProgress
+    from llmtune.engine.progress import PredictionProgress
 
     ticks = iter(range(100))
     out = io.StringIO()
