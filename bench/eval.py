@@ -26,7 +26,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from classification import PACKAGES, write_data
+from _sets import write_set
+from classification import PACKAGES
 from common import CpuWatch, Row, Target, contention_note, install_missing, llmtune_argv, median, minilm_path, report, say, wait_for_quiet, work_dir
 
 NAME = "eval"
@@ -47,7 +48,7 @@ def prepare(rows: int) -> tuple[Path, Path]:
         model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
         model.save_pretrained(str(model_dir))
         AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(str(model_dir))
-    _, validation = write_data(work_dir("classification"), train_rows=6000)
+    _, validation, _ = write_set("rt")
     with validation.open(newline="", encoding="utf-8") as f:
         kept = list(csv.DictReader(f))[:rows]
     data = folder / f"rows-{rows}.csv"
