@@ -50,7 +50,9 @@ MaxSamples = Annotated[Optional[int], typer.Option("--max-samples", help="Use at
 OutputDir = Annotated[Optional[str], typer.Option("--output-dir", "-o", help="Run directory to write.")]
 Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Training epochs.")]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N optimizer steps.")]
-TimeBudget = Annotated[Optional[str], typer.Option("--time-budget", help="Wall-clock budget: 240s, 4m, 1h.")]
+TimeBudget = Annotated[Optional[str], typer.Option(
+    "--time-budget", help="Wall-clock budget for the whole run (240s, 4m, 1h): the steps, warm-up and LR decay are "
+    "fitted to it, never past the epochs; evaluation and save fit inside it.")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Per-device batch size.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]

@@ -239,19 +239,25 @@ def _text_metrics(units: dict[str, float]) -> Callable[[dict[str, float], str], 
 
 
 def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunResult:
+    from llmtune.engine.budget import finish_seconds, fit_to_budget
     from llmtune.engine.distill import DistillLogCallback, DistillLoss, first_callback
     from llmtune.engine.trainer import EngineInputs, build_trainer, final_evaluate
     from llmtune.modeling import resolve_precision
 
+    # A time budget fits the step count, warm-up and decay to the steps that fit (evaluations and save included).
+    budget = fit_to_budget(cfg, started, n_rows=len(p.train), n_eval_rows=len(p.eval) if p.eval is not None else 0,
+                           reserve_seconds=finish_seconds(p.student))
+    cfg = budget.cfg
     parts = dict(p.parts)
     derive = parts.pop("derive_metrics", None)
     loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha, shift=p.shift,
                        task_loss=parts.pop("compute_loss", None))
     log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
         f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits computed live each step (not cached)")
-    inputs = EngineInputs(p.student, p.tokenizer, p.train, p.eval, compute_loss=loss, **parts)
+    callbacks = [*parts.pop("callbacks", []), *budget.callbacks]
+    inputs = EngineInputs(p.student, p.tokenizer, p.train, p.eval, compute_loss=loss, callbacks=callbacks, **parts)
     trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=resolve_precision(cfg.train.precision),
-                                        time_budget_s=cfg.train.time_budget_seconds, derive_metrics=derive)
+                                        time_budget_s=budget.seconds_left, derive_metrics=derive)
     first_callback(trainer, DistillLogCallback(loss.log))
     metrics = dict(trainer.train().metrics)
     if p.eval is not None:

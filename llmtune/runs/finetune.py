@@ -213,17 +213,23 @@ def _meta_model(cfg: RunConfig, task: FinetuneTask, model_path: str, config: Any
 
 
 def _train(p: _Prepared, run_dir: Path, started: float) -> RunResult:
+    from llmtune.engine.budget import finish_seconds, fit_to_budget, steps_done
     from llmtune.engine.trainer import EngineInputs, build_trainer, final_evaluate
 
-    cfg = p.cfg
+    # A time budget fits the step count, warm-up and decay to the steps that fit (evaluations and save included).
+    budget = fit_to_budget(p.cfg, started, n_rows=len(p.features.train), done=steps_done(p.checkpoint),
+                           n_eval_rows=len(p.features.eval) if p.features.eval is not None else 0,
+                           reserve_seconds=finish_seconds(p.model))
+    cfg = budget.cfg
     parts = p.task.engine_parts(p.tokenizer)
     derive_metrics = parts.pop("derive_metrics", None)  # e.g. perplexity from the eval loss
+    callbacks = [*parts.pop("callbacks", []), *budget.callbacks]
     inputs = EngineInputs(p.model, p.tokenizer, p.features.train, p.features.eval,
                           tokens_per_step=_tokens_per_step(cfg, p.features.train),
                           group_by_length="length" in p.features.train.column_names,
-                          new_parameters=p.new_parameters, **parts)
+                          new_parameters=p.new_parameters, callbacks=callbacks, **parts)
     trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=p.precision,
-                                        time_budget_s=_budget_left(cfg, started), derive_metrics=derive_metrics)
+                                        time_budget_s=budget.seconds_left, derive_metrics=derive_metrics)
     metrics = dict(trainer.train(resume_from_checkpoint=p.checkpoint).metrics)
     if p.features.eval is not None:
         metrics.update(final_evaluate(trainer))
@@ -241,17 +247,6 @@ def _tokens_per_step(cfg: RunConfig, train: Any) -> Optional[int]:
         return None
     mean = sum(train["length"]) / len(train)
     return max(1, round(mean * cfg.train.batch_size * cfg.train.grad_accum * world_size()))
-
-
-def _budget_left(cfg: RunConfig, started: float) -> Optional[float]:
-    budget = cfg.train.time_budget_seconds
-    if budget is None:
-        return None
-    left = budget - (time.monotonic() - started)
-    if left <= 0:
-        raise ConfigError(f"the time budget {cfg.train.time_budget} was used up before training started "
-                          "(loading data and model); raise --time-budget")
-    return left
 
 
 def _save(trainer: Any, p: _Prepared, run_dir: Path) -> None:

@@ -10,8 +10,6 @@ data, packs a sample and extrapolates.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -24,10 +22,6 @@ from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
 from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 
-_REFIT_HEADROOM = 2.0  # the real step time may be up to 2x better than the first estimate
-_REFIT_SKIP, _REFIT_MEASURE = 3, 20  # warm-up steps ignored, then steps measured before refitting
-_STEP_MARGIN = 1.1  # step-time noise: plan ~10 % fewer steps than the estimate allows
-_FINISH_SECONDS = 1.0  # final save and the MFU peak measurement
 _PARALLEL_ROWS = 50_000  # pack this many rows or more in several processes
 _MAX_PACK_PROCS = 8
 _EXACT_ROWS = 20_000  # dry run: pack every row up to this many; beyond, pack a sample and extrapolate
@@ -135,7 +129,7 @@ def _prepare(
     units = _units(eval_blocks if eval_blocks is not None else train_blocks, cfg.train.max_length, task.masked)
     n_eval = len(eval_blocks) if eval_blocks is not None else 0
     cfg, budget_left, budget_callbacks = _fit_budget(
-        cfg, model, task.collator(tokenizer), train_blocks, n_eval, precision, started, _steps_done(checkpoint)
+        cfg, model, task.collator(tokenizer), train_blocks, n_eval, precision, started, checkpoint
     )
     return _Prepared(cfg, task, tokenizer, model, train_blocks, eval_blocks, units, precision, checkpoint, budget_left,
                      budget_callbacks)
@@ -236,62 +230,27 @@ def _units(blocks: Any, block_size: int, masked: bool) -> dict[str, float]:
 
 
 
-def _planned_steps(cfg: RunConfig, n_blocks: int) -> int:
-    per_step = cfg.train.batch_size * cfg.train.grad_accum * world_size()
-    return cfg.train.max_steps or math.ceil(math.ceil(n_blocks / per_step) * cfg.train.epochs)
-
-
-def _steps_done(checkpoint: Optional[str]) -> int:
-    """Optimizer steps a checkpoint already holds (0 when starting fresh)."""
-    state = Path(checkpoint) / "trainer_state.json" if checkpoint else None
-    if state is None or not state.is_file():
-        return 0
-    return int(json.loads(state.read_text()).get("global_step", 0))
-
-
 def _fit_budget(
     cfg: RunConfig, model: Any, collate: Any, blocks: Any, n_eval_blocks: int, precision: str, started: float,
-    done: int,
+    checkpoint: Optional[str],
 ) -> tuple[RunConfig, Optional[float], list[Any]]:
-    """Check the time budget fits a step and fit the step count (and so the LR schedule) to it.
+    """Fit the step count and LR schedule to the time budget (``engine.budget.fit_to_budget``).
 
-    The budget counts from the start of the run, so data loading, tokenizer training and model
-    building are in it; so are the evaluations (estimated from the step time: a forward pass costs
-    about a third of forward + backward) and the final save. This first estimate sets an upper
-    bound (``_REFIT_HEADROOM`` times the estimate); a ``ScheduleRefitCallback`` then fits the step
-    count and LR schedule from the real step times. Returns the config (``max_steps`` lowered when
-    fewer steps fit), the seconds left for training and the callbacks to add.
+    The first estimate comes from two timed passes; the refit from the first real steps. Returns the
+    config (``max_steps`` lowered when fewer steps fit), the seconds left for training and the callbacks.
 
     Raises:
         ConfigError: Not even one step fits (``check_budget_fits``).
     """
-    from llmtune.engine.budget import ScheduleRefitCallback
-    from llmtune.engine.callbacks import check_budget_fits
+    from llmtune.engine.budget import finish_seconds, fit_to_budget, steps_done
 
     t = cfg.train
-    budget = t.time_budget_seconds
-    if budget is None:
+    if t.time_budget_seconds is None:
         return cfg, None, []
     pass_seconds = _time_pass(t.batch_size, model, collate, blocks, precision)
-    step_seconds = pass_seconds * t.grad_accum * 1.1  # + optimizer step and data loading
-    spent = time.monotonic() - started
-    check_budget_fits(budget, step_seconds, spent=spent)
-    eval_seconds = pass_seconds / 3 * math.ceil(n_eval_blocks / (t.eval_batch_size or t.batch_size))
-    per_step = step_seconds + (eval_seconds / t.eval_steps if t.eval_steps else 0.0)
-    usable = budget - spent - eval_seconds - _FINISH_SECONDS
-    fit = max(1, math.floor(usable / _STEP_MARGIN / per_step))
-    remaining = _planned_steps(cfg, len(blocks)) - done
-    if fit < remaining:
-        log(f"time budget: ~{fit} of {remaining} planned steps fit (refitted from real step times after "
-            f"{_REFIT_SKIP + _REFIT_MEASURE} steps)")
-        cap = min(remaining, math.ceil(fit * _REFIT_HEADROOM))
-        cfg = cfg.model_copy(update={"train": t.model_copy(update={"max_steps": done + cap})})
-    refit = ScheduleRefitCallback(
-        started + budget, reserve_seconds=eval_seconds + _FINISH_SECONDS,
-        eval_seconds_per_step=eval_seconds / t.eval_steps if t.eval_steps else 0.0,
-        skip_steps=_REFIT_SKIP, measure_steps=_REFIT_MEASURE,
-    )
-    return cfg, max(1e-3, budget - (time.monotonic() - started)), [refit]
+    fit = fit_to_budget(cfg, started, n_rows=len(blocks), n_eval_rows=n_eval_blocks, done=steps_done(checkpoint),
+                        pass_seconds=pass_seconds, reserve_seconds=finish_seconds(model))
+    return fit.cfg, fit.seconds_left, fit.callbacks
 
 
 def _time_pass(batch_size: int, model: Any, collate: Any, blocks: Any, precision: str) -> float:
