@@ -1,4 +1,4 @@
-"""``llmtune finetune --time-budget`` fits max_steps, warm-up and decay to the steps that fit.
+"""``llmtune finetune --time-budget`` (and ``distill``) fit max_steps, warm-up and decay to the steps that fit.
 
 Step times are faked (2 s per optimizer step on an injected clock, while the tiny BERT really takes
 milliseconds), so the fitted step count is the same on every machine; the hard stop
@@ -9,7 +9,7 @@ import functools
 import json
 
 import pytest
-from helpers import invoke, read_jsonl
+from helpers import invoke, read_jsonl, save_bert_classifier
 
 import llmtune.engine.budget as budget
 
@@ -87,3 +87,24 @@ def test_a_budget_larger_than_needed_changes_nothing(fake_steps, tiny_bert, cls_
     # lr(34) = 41/67 of the peak, the last at lr(74) = 1/67.
     assert max(lrs) == 75 and lrs[75] == pytest.approx(2e-4 / 67, rel=1e-6)
     assert lrs[35] == pytest.approx(2e-4 * 41 / 67, rel=1e-6)
+
+
+def test_distill_fits_its_schedule_the_same_way(fake_steps, tiny_bert, cls_data, tmp_path):
+    teacher = tmp_path / "teacher"
+    save_bert_classifier(teacher, tiny_bert, ["cooking", "sports", "weather"])
+    result = invoke("distill", "-t", "classification", "--teacher", teacher, "--student", tiny_bert,
+                    "--dataset", cls_data / "train.csv", "--eval-dataset", cls_data / "val.csv", "-o", tmp_path / "run",
+                    "--time-budget", "100s", *ARGS)
+    assert result.exit_code == 0, result.output
+    (refit,) = fake_steps
+    lrs = _learning_rates(tmp_path / "run")
+    # Fewer than the 75 planned steps fit; the run ends there, its last step at the schedule's smallest lr.
+    # Eval batch 8 (distill's default): 60 rows = 8 batches = 2.42 steps per evaluation. At step 8: (100 - 16 - 1
+    # - 4.85) / 1.03 / (2 s x (1 + 2.42 / 25)) = 34.6 -> 42 steps. The step-25 evaluation then takes 0 s on the
+    # fake clock, which replaces the estimate: the next refit (at a step s of 25-28) gives s + floor((100 - 2s - 1)
+    # / 1.03 / 2 s) = 48, over 5 % more, so the schedule is lengthened.
+    assert refit.refitted_to == 48 and max(lrs) == 48
+    assert "~42 of 75 planned steps fit; schedule refitted" in result.output
+    assert "~48 of 75 planned steps fit; schedule refitted" in result.output
+    # No warm-up here: the last step trains at lr(47) = 1/48 of the peak.
+    assert lrs[48] == pytest.approx(max(lrs.values()) / 48, rel=1e-6)
