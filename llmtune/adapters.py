@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from llmtune.config.schema import RunConfig
 from llmtune.dist import log
@@ -153,18 +153,35 @@ def freeze_input_embeddings(model: Any) -> None:
     log(f"frozen: input embeddings ({format_params(weight.numel())} parameters)")
 
 
-def freeze_lower_layers(model: Any, n_layers: int) -> int:
+AUTO_FREEZE_MIN_BLOCKS = 6  # train.freeze_layers=auto fixes the lowest block only in models at least this deep
+
+
+def freeze_lower_layers(model: Any, n_layers: Union[int, str]) -> int:
     """Fix every weight below transformer block ``n_layers`` (embeddings included): no backward through them.
 
     Blocks are the model's longest ``ModuleList``; "below" is registration order, which puts the
-    embeddings first in every transformers model. Returns how many parameters were frozen.
+    embeddings first in every transformers model. The top block always trains (``n_layers`` is capped
+    at the block count minus one, with a log line). ``"auto"``: the lowest block when the model has at least
+    ``AUTO_FREEZE_MIN_BLOCKS`` blocks (in a shallow model one block is too large a share), else none.
+    Returns how many parameters were frozen.
+
+    Raises:
+        ConfigError: The model has no stack of blocks (no ``ModuleList``).
     """
     import torch
 
     blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)), key=len, default=[])
-    if n_layers >= len(blocks):
-        raise ConfigError(f"train.freeze_layers={n_layers} would freeze all {len(blocks)} transformer blocks; "
-                          f"pass a number below {len(blocks)}")
+    if not blocks:
+        raise ConfigError(f"train.freeze_layers={n_layers}: no stack of transformer blocks found in "
+                          f"{type(model).__name__}; pass --set train.freeze_layers=0")
+    if n_layers == "auto":
+        n_layers = 1 if len(blocks) >= AUTO_FREEZE_MIN_BLOCKS else 0
+        if not n_layers:
+            return 0
+    if n_layers >= len(blocks):  # keep the top block trainable
+        log(f"train.freeze_layers={n_layers} would freeze all {len(blocks)} transformer blocks; "
+            f"freezing {len(blocks) - 1} so the top block trains")
+        n_layers = len(blocks) - 1
     first_trained = {id(p) for p in blocks[n_layers].parameters()}
     output = model.get_output_embeddings()
     tied = output is not None and output.weight is model.get_input_embeddings().weight

@@ -151,8 +151,9 @@ class TrainConfig(_Section):
     freeze_embeddings: bool = Field(
         False, description="Finetune: keep the input token embeddings fixed (faster steps on small models)."
     )
-    freeze_layers: int = Field(
-        0, ge=0, description="Finetune: keep the embeddings and the lowest N transformer blocks fixed (no backward through them)."
+    freeze_layers: Union[int, Literal["auto"]] = Field(
+        0, description="Finetune: keep the embeddings and the lowest N transformer blocks fixed (no backward through "
+        "them); auto: the lowest block in models of 6+ blocks, none in shallower ones."
     )
     head_lr_multiplier: float = Field(
         1.0, gt=0, description="Finetune: learning-rate multiplier for weights trained from scratch (the new task head)."
@@ -182,6 +183,13 @@ class TrainConfig(_Section):
         description="Experiment trackers fed by the Trainer's integrations (needs llmtune[track]); [] or none: no tracker.",
     )
 
+    @field_validator("freeze_layers")
+    @classmethod
+    def _check_freeze(cls, value: Union[int, str]) -> Union[int, str]:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be a number of blocks >= 0 or auto")
+        return value
+
     @field_validator("time_budget")
     @classmethod
     def _check_budget(cls, value: Optional[str]) -> Optional[str]:
@@ -201,6 +209,9 @@ class LoraConfig(_Section):
     r: int = Field(8, gt=0)
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
+    lr_multiplier: float = Field(
+        1.0, gt=0, description="With LoRA on, train at train.lr x this (adapters want a higher lr than a full fine-tune)."
+    )
     target_modules: Optional[list[str]] = Field(None, description="Module names to adapt (default: found automatically).")
     quantize_base: Optional[Literal["int8", "nf4"]] = Field(
         None, description="Quantize the frozen base: int8 (torchao weight-only, CPU/GPU) or nf4 (bitsandbytes, CUDA)."

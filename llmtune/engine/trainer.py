@@ -108,7 +108,7 @@ def training_arguments(
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr,
+        learning_rate=t.lr * (cfg.lora.lr_multiplier if cfg.lora.enabled else 1.0),
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_fraction if t.warmup_fraction else t.warmup_steps,

@@ -170,7 +170,7 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
         model.config.pad_token_id = tokenizer.pad_token_id
     total, _ = count_parameters(model)
     log(f"model: {cfg.model.name_or_path} as {type(model).__name__}, {format_params(total)} parameters")
-    if total > LARGE_MODEL_PARAMS and cfg.train.lr > 1e-4:
+    if total > LARGE_MODEL_PARAMS and cfg.train.lr > 1e-4 and not cfg.lora.enabled:
         log(f"warning: lr {cfg.train.lr:g} is high for a {format_params(total)}-parameter model (the default suits "
             "models up to ~50M); base-size models usually fine-tune at 2e-5 to 5e-5: pass --lr or a model recipe")
     new = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
@@ -190,6 +190,9 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
 def _trained_parts(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: str) -> Any:
     """``model`` with the run's frozen weights or LoRA adapters (the same for a real and a meta model)."""
     if cfg.lora.enabled:
+        if cfg.lora.lr_multiplier != 1:
+            log(f"LoRA: lr {cfg.train.lr * cfg.lora.lr_multiplier:g} (train.lr {cfg.train.lr:g} x lora.lr_multiplier "
+                f"{cfg.lora.lr_multiplier:g})")
         return apply_lora(cfg, model, new_modules, auto_class)
     if cfg.train.freeze_embeddings:
         freeze_input_embeddings(model)

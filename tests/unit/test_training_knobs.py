@@ -73,9 +73,42 @@ def test_freeze_lower_layers_fixes_embeddings_and_the_lowest_blocks():
     assert all(not n.startswith("bert.encoder.layer.2") for n in frozen)
 
 
-def test_freeze_lower_layers_refuses_to_freeze_every_block():
-    with pytest.raises(ConfigError, match="below 3"):
-        freeze_lower_layers(_tiny_classifier(), 3)
+def test_freeze_lower_layers_keeps_the_top_block_trainable_when_asked_for_every_block():
+    # The default recipe's freeze_layers=1 must work on a one-block model too: the cap is blocks - 1.
+    model = _tiny_classifier()
+    frozen = freeze_lower_layers(model, 3)
+    assert frozen == freeze_lower_layers(_tiny_classifier(), 2)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("bert.encoder.layer.2"))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("bert.encoder.layer.1"))
+
+
+def test_freeze_lower_layers_auto_fixes_one_block_only_in_models_of_six_or_more():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    deep = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=6,
+                                                    num_attention_heads=2, intermediate_size=16))
+    assert freeze_lower_layers(deep, "auto") == freeze_lower_layers(
+        BertForSequenceClassification(deep.config), 1) > 0
+    assert not any(p.requires_grad for n, p in deep.named_parameters() if n.startswith("bert.encoder.layer.0."))
+    assert all(p.requires_grad for n, p in deep.named_parameters() if n.startswith("bert.encoder.layer.1."))
+    shallow = _tiny_classifier()  # 3 blocks: one is a third of the model
+    assert freeze_lower_layers(shallow, "auto") == 0 and all(p.requires_grad for p in shallow.parameters())
+
+
+def test_freeze_lower_layers_refuses_a_model_without_blocks():
+    with pytest.raises(ConfigError, match="freeze_layers=0"):
+        freeze_lower_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)), 1)
+
+
+@pytest.mark.parametrize(("lora", "expected"), [(False, 2e-4), (True, 1e-3)])
+def test_lora_lr_multiplier_applies_only_with_lora(tmp_path, lora, expected):
+    from llmtune.config.schema import RunConfig
+    from llmtune.engine.trainer import training_arguments
+
+    cfg = RunConfig(command="finetune", task="classification",
+                    train={"lr": 2e-4}, lora={"enabled": lora, "lr_multiplier": 5})
+    args = training_arguments(cfg, tmp_path, has_eval=False, precision="fp32")
+    assert args.learning_rate == pytest.approx(expected)
 
 
 def test_evaluation_keeps_the_data_order_under_length_grouping(tmp_path):
