@@ -13,10 +13,15 @@ gradient of Michel et al. 2019):
 Surgery then slices the linear layers so the saved model is dense and smaller, with a config that
 says so (``num_attention_heads``/``head_dim``, ``intermediate_size``, ``num_hidden_layers``): the same
 number of heads and channels is removed from every layer, since transformers configs hold one count
-for all layers. Head pruning needs a config with ``head_dim`` (Llama-style models); BERT computes its
-head size as ``hidden_size / num_attention_heads`` and transformers 5 dropped ``prune_heads`` and
-``config.pruned_heads``, so a BERT with fewer heads cannot be saved as a plain HF folder: BERT models
-take ``ffn`` and ``layers`` pruning.
+for all layers. Head pruning needs a config with ``head_dim`` (Llama-style models). BERT cannot hold
+fewer heads (checked in transformers 5.25): ``BertSelfAttention`` sets ``attention_head_size =
+int(hidden_size / num_attention_heads)`` and sizes query/key/value as ``num_attention_heads *
+attention_head_size`` (models/bert/modeling_bert.py:151-157), the output projection is ``hidden_size x
+hidden_size`` (:286), and no config field says otherwise; ``prune_heads``, ``_prune_heads`` and
+``config.pruned_heads`` appear nowhere in the package (5.x removed them). MiniLM with 8 of its 12 heads has
+256-row query/key/value, but ``num_attention_heads=8`` builds 8 x 48 = 384 rows, and ``from_pretrained``
+refuses the checkpoint (size mismatch; checked). The sliced model runs in memory (attention reshapes to
+``(-1, attention_head_size)``) but cannot be saved and reloaded. So BERT models take ``ffn`` and ``layers``.
 """
 
 from __future__ import annotations
@@ -161,7 +166,11 @@ def plan_counts(layout: Layout, n_channels: int, heads: float, ffn: float, layer
 
 
 def _sliced(linear: Any, index: Any, dim: int) -> Any:
-    """A copy of ``linear`` keeping output rows (``dim`` 0) or input columns (``dim`` 1) ``index``."""
+    """A copy of ``linear`` keeping output rows (``dim`` 0) or input columns (``dim`` 1) ``index``.
+
+    Not ``transformers.pytorch_utils.prune_linear_layer``: that one builds the new layer in the default
+    dtype, so a bf16 model would come back partly fp32.
+    """
     import torch
 
     weight = linear.weight.detach().index_select(dim, index).clone()
