@@ -8,6 +8,7 @@ One place for the peft glue every command needs: ``finetune`` freezes embeddings
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -61,6 +62,7 @@ def apply_lora(cfg: RunConfig, model: Any, new_modules: list[str], auto_class: s
     config = LoraConfig(task_type=TaskType[_PEFT_TASK_TYPES[auto_class]], r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                         lora_dropout=cfg.lora.dropout, target_modules=targets, modules_to_save=list(full),
                         fan_in_fan_out=transposed)
+    prepare_quantized_base(model)
     if cfg.train.gradient_checkpointing:
         model.enable_input_require_grads()  # else frozen embeddings leave checkpointed blocks without gradient
     with warnings.catch_warnings():
@@ -230,6 +232,77 @@ def base_quantization(method: Optional[str], cuda: bool) -> dict[str, Any]:
 
 def _is_torchao(weight: Any) -> bool:
     return type(weight).__module__.startswith("torchao")
+
+
+@functools.cache
+def _frozen_quantized_linear() -> Any:
+    """The autograd function of a frozen torchao-quantized linear layer (built on first use: torch loads lazily).
+
+    torchao computes ``x @ W.T`` for an int8 weight by converting ``W`` to the activations' dtype and
+    multiplying, above autograd, so autograd keeps that full-precision copy for the backward pass: a
+    LoRA step on the int8 base would hold an fp32 copy of every base weight, more than the fp32 base.
+    This function runs torchao's forward without recording it and keeps the quantized weight itself; the
+    backward dequantizes one layer's weight at a time for the input's gradient (the weight is frozen).
+    """
+    import torch
+
+    class FrozenQuantizedLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any, layer: Any) -> Any:
+            ctx.weight = layer.weight  # the quantized tensor the model holds anyway: nothing new is kept
+            return torch.nn.functional.linear(x, layer.weight)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
+            return grad @ ctx.weight.dequantize().to(grad.dtype), None
+
+    return FrozenQuantizedLinear
+
+
+def _frozen_quantized_forward(layer: Any, x: Any) -> Any:
+    """``layer(x)`` for a linear layer with a frozen torchao weight, keeping no full-precision copy for backward."""
+    if not _is_torchao(layer.weight):  # dequantized since (merged): a plain linear layer again
+        return layer.__class__.forward(layer, x)
+    y = _frozen_quantized_linear().apply(x, layer)
+    return y if layer.bias is None else y + layer.bias
+
+
+def _release_checkpoint(model: Any) -> int:
+    """Copy ``model``'s full-precision weights out of the memory-mapped checkpoint they were loaded from.
+
+    transformers loads safetensors zero-copy: unquantized weights (embeddings, norms) stay views of the
+    file's mapping, which keeps the whole mapping alive, and with it every page the quantizer read: the
+    fp32 base stays resident beside its int8 copy. Copying the few unquantized tensors (a small share of
+    the model) lets the mapping close. Returns how many tensors were copied.
+    """
+    import torch
+
+    count = 0
+    with torch.no_grad():
+        for module in model.modules():
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                if not _is_torchao(tensor):
+                    tensor.data = tensor.data.clone()  # a tied weight is one Parameter: copied once per owner, still tied
+                    count += 1
+    return count
+
+
+def prepare_quantized_base(model: Any) -> int:
+    """Make a LoRA step on a torchao-quantized base hold the quantized base only, not an fp32 copy of it.
+
+    Routes every frozen quantized linear layer through ``_frozen_quantized_linear`` (no fp32 weight kept
+    for backward) and releases the checkpoint's memory map (``_release_checkpoint``). A model without
+    torchao weights is left as it is. Returns how many layers were routed.
+    """
+    import torch
+
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.Linear) and _is_torchao(m.weight) and not m.weight.requires_grad]
+    for layer in layers:
+        layer.forward = functools.partial(_frozen_quantized_forward, layer)
+    if layers:
+        _release_checkpoint(model)
+    return len(layers)
 
 
 def dequantize_base(model: Any) -> int:

@@ -101,3 +101,63 @@ def test_quantize_base_bad_inputs(cli, llama, tmp_path, args, words):
     one_line_error(cli("finetune", "--task", "generation", "--model", llama, "--dataset", data, *args, "-o", out),
                    *words)
     assert not out.exists()
+
+
+def _int8_llama(folder):
+    from transformers import AutoModelForCausalLM
+
+    from llmtune.adapters import base_quantization
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), **base_quantization("int8", cuda=False))
+
+
+def test_backward_keeps_the_int8_weight_not_an_fp32_copy(llama):
+    """torchao's int8 matmul converts W to fp32 above autograd, which would keep that copy for backward."""
+    import torch
+
+    from llmtune.adapters import prepare_quantized_base
+
+    layer = _int8_llama(llama).model.layers[0].mlp.up_proj  # 64 -> 128
+    x = torch.randn(3, 64, requires_grad=True)
+
+    def saved_shapes():
+        shapes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+            layer(x).sum().backward()
+        return shapes
+
+    assert (64, 128) in saved_shapes()  # torchao's own path: an fp32 copy of W.T kept for backward
+    x.grad = None
+    assert prepare_quantized_base(layer) == 1
+    assert saved_shapes() == []  # nothing saved: the int8 weight is the module's, the input needs no weight grad
+    expected = torch.ones(3, 128) @ layer.weight.dequantize()  # d(sum(x W^T))/dx with the dequantized W
+    assert torch.allclose(x.grad, expected, atol=1e-5)
+
+
+def test_quantized_base_releases_the_checkpoint_mapping(llama, tmp_path):
+    """The unquantized weights (embeddings, norms) are views of the mmapped checkpoint until copied out."""
+    import shutil
+    import sys
+
+    import torch
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps")
+    from llmtune.adapters import prepare_quantized_base
+
+    folder = shutil.copytree(llama, tmp_path / "base")
+    checkpoint = str(folder / "model.safetensors")
+
+    def mapped():
+        return checkpoint in open("/proc/self/maps").read()
+
+    model = _int8_llama(folder)
+    assert mapped()
+    x = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():  # (a graph would keep the mapped embedding alive)
+        before = model(input_ids=x).logits
+    assert prepare_quantized_base(model) == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
+    assert not mapped()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=x).logits, before)
