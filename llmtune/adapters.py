@@ -318,16 +318,39 @@ def dequantize_base(model: Any) -> int:
         if isinstance(module, torch.nn.Linear) and _is_torchao(module.weight):
             module.weight = torch.nn.Parameter(module.weight.dequantize().to(torch.float32), requires_grad=False)
             count += 1
+    _drop_quantization_config(model)
+    return count
+
+
+def _drop_quantization_config(model: Any) -> None:
+    """Forget that ``model`` was loaded torchao-quantized, so ``save_pretrained`` and its config write a plain model."""
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None and _quantized_with_torchao(model):
         quantizer.remove_quantization_config(model)
-    return count
 
 
 def _quantized_with_torchao(model: Any) -> bool:
     config = getattr(getattr(model, "config", None), "quantization_config", None)
     method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
     return str(getattr(method, "value", method)) == "torchao"
+
+
+def _merged_weight(layer: Any) -> Any:
+    """A LoRA layer's base weight (dequantized when torchao-quantized) plus its active adapters' ``BA``, in fp32."""
+    import torch
+
+    base = layer.get_base_layer()
+    with torch.no_grad():
+        weight = base.weight.dequantize() if _is_torchao(base.weight) else base.weight.detach()
+        weight = weight.to(torch.float32)
+        for name in layer.active_adapters:
+            if name in layer.lora_A:
+                weight = weight + layer.get_delta_weight(name).to(torch.float32)
+    return weight
+
+
+def _on_quantized_base(layers: list[Any]) -> bool:
+    return any(_is_torchao(layer.get_base_layer().weight) for layer in layers)
 
 
 def merge_lora(model: Any) -> Any:
@@ -337,25 +360,19 @@ def merge_lora(model: Any) -> Any:
     ``--quantize-base int8`` run) the adapted layers computed ``x @ (dequantize(W) + BA)``; peft's merge
     would quantize ``W + BA`` again (losing the adapters' small updates), so each merged weight is built
     in fp32 from the dequantized base instead, and every other quantized weight is dequantized: the
-    result is an fp32 model with the adapted model's outputs.
+    result is an fp32 model with the adapted model's outputs (all of it in fp32 memory at once: to
+    save it, ``save_merged`` needs ~one shard of fp32 beside the int8 model).
     """
     import torch
     from peft.tuners.lora import LoraLayer
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    if not any(_is_torchao(layer.get_base_layer().weight) for layer in layers):
+    if not _on_quantized_base(layers):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return model.merge_and_unload()
-    with torch.no_grad():
-        for layer in layers:
-            base = layer.get_base_layer()
-            weight = base.weight.dequantize() if _is_torchao(base.weight) else base.weight.detach()
-            weight = weight.to(torch.float32)
-            for name in layer.active_adapters:
-                if name in layer.lora_A:
-                    weight = weight + layer.get_delta_weight(name).to(torch.float32)
-            base.weight = torch.nn.Parameter(weight, requires_grad=False)
+    for layer in layers:
+        layer.get_base_layer().weight = torch.nn.Parameter(_merged_weight(layer), requires_grad=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         plain = model.unload()
@@ -363,3 +380,85 @@ def merge_lora(model: Any) -> Any:
     log(f"merged the adapters into the dequantized int8 base ({len(layers)} adapted layers; {replaced} other "
         "int8 weights back to fp32)")
     return plain
+
+
+MERGED_SHARD_BYTES = 256 * 2**20  # fp32 built at once while saving a merged int8-base model
+
+
+def save_merged(model: Any, folder: Path, shard_bytes: int = MERGED_SHARD_BYTES) -> None:
+    """Save the peft ``model`` with its adapters merged in, as a plain fp32 model in ``folder`` (``merge_lora``'s weights).
+
+    On a full-precision base: ``merge_lora(model).save_pretrained``. On a torchao-quantized base the merged
+    model is ~4x the int8 one; building it whole would make saving the run's memory peak (as large as the
+    fp32 base), so the fp32 weights are built and written one safetensors shard (``shard_bytes``) at a time
+    beside the int8 model, in the layout ``save_pretrained`` writes (sharded with an index when needed,
+    tied weights once, no quantization config). ``model`` is unloaded (its adapters removed) either way.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if not _on_quantized_base(layers):
+        merge_lora(model).save_pretrained(str(folder))
+        return
+    adapted = {id(layer.get_base_layer()): layer for layer in layers}  # the adapters outlive unload()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        plain = model.unload()
+    tensors = _unique_tensors(plain)
+    shards = _shard_names(tensors, shard_bytes)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_shards(plain, tensors, shards, adapted, folder)
+    _drop_quantization_config(plain)
+    plain.config.save_pretrained(str(folder))
+    if plain.can_generate() and plain.generation_config is not None:
+        plain.generation_config.save_pretrained(str(folder))
+    log(f"merged the adapters into the dequantized int8 base ({len(layers)} adapted layers), saved in "
+        f"{len(set(shards.values()))} shard(s)")
+
+
+def _unique_tensors(model: Any) -> dict[str, Any]:
+    """``model``'s state dict with each tensor once (a tied weight under its first name, as transformers saves it)."""
+    seen: set[int] = set()
+    unique = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            unique[name] = tensor
+    return unique
+
+
+def _shard_names(tensors: dict[str, Any], shard_bytes: int) -> dict[str, str]:
+    """File name per tensor: ``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` in order of ``shard_bytes``."""
+    index, size, numbers = 0, 0, {}
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * 4  # written in fp32
+        if size and size + nbytes > shard_bytes:
+            index, size = index + 1, 0
+        numbers[name], size = index, size + nbytes
+    total = index + 1
+    if total == 1:
+        return dict.fromkeys(tensors, "model.safetensors")
+    return {name: f"model-{i + 1:05d}-of-{total:05d}.safetensors" for name, i in numbers.items()}
+
+
+def _write_shards(model: Any, tensors: dict[str, Any], shards: dict[str, str], adapted: dict[int, Any],
+                  folder: Path) -> None:
+    """Build each shard's fp32 tensors (adapted layers merged, quantized ones dequantized), write it, drop it."""
+    import torch
+    from safetensors.torch import save_file
+
+    def fp32(name: str, tensor: Any) -> Any:
+        module_name, _, leaf = name.rpartition(".")
+        layer = adapted.get(id(model.get_submodule(module_name))) if leaf == "weight" else None
+        if layer is not None:
+            return _merged_weight(layer).contiguous()
+        with torch.no_grad():
+            return (tensor.dequantize() if _is_torchao(tensor) else tensor.detach()).to(torch.float32).contiguous()
+
+    for file in dict.fromkeys(shards.values()):
+        save_file({n: fp32(n, t) for n, t in tensors.items() if shards[n] == file}, str(folder / file),
+                  metadata={"format": "pt"})
+    if len(set(shards.values())) > 1:
+        total = sum(t.numel() * 4 for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": shards}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

@@ -161,3 +161,29 @@ def test_quantized_base_releases_the_checkpoint_mapping(llama, tmp_path):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     with torch.no_grad():
         assert torch.equal(model(input_ids=x).logits, before)
+
+
+def test_save_merged_writes_the_adapted_int8_model_shard_by_shard(qlora_run, llama, tmp_path):
+    """The merged fp32 weights are built one shard at a time; the folder loads as a plain model with the same logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llmtune.adapters import save_merged
+
+    run, _ = qlora_run
+    adapted = _adapted_on_int8_base(llama, run / "adapter")
+    x = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.no_grad():
+        expected = adapted(input_ids=x).logits
+    out = tmp_path / "merged"
+    one_block = 4 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64)  # fp32 bytes of one Llama block (hidden 64, MLP 128)
+    save_merged(adapted, out, shard_bytes=one_block)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) >= 3 and all((out / f).is_file() for f in files)  # embeddings, block 0, block 1 (+ norm)
+    assert "lm_head.weight" not in index["weight_map"]  # tied to the embeddings: saved once
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    assert type(merged.model.layers[1].mlp.down_proj.weight).__name__ == "Parameter"
+    with torch.no_grad():
+        assert (merged(input_ids=x).logits - expected).abs().max().item() < 1e-4
