@@ -19,6 +19,7 @@ from common import REPO_DIR
 
 C4 = REPO_DIR.parent / "shared" / "datasets" / "web-c4-sample" / "train.jsonl"
 EDIT_RATES = (0.02, 0.04, 0.06, 0.08, 0.10)
+PROBE_RATES = (0.005, 0.01, 0.015, 0.02, 0.03)  # near copies most of which reach Jaccard 0.8 (see near_probe)
 PATTERN_LINES = ("Accept all cookies", "Share on Facebook Twitter Pinterest", "Skip to main content",
                  "Click here to subscribe to our newsletter", "Log in | Sign up")
 REPEATED_LINE = "Posted in Uncategorized by admin | Leave a comment"
@@ -133,6 +134,23 @@ def build(n_docs: int, seed: int = 0) -> list[Planted]:
     for _ in range(n // 10):
         words = docs[rng.choice(base_ids)].split()
         rows.append(Planted(" ".join(words[: rng.randint(3, 15)]), "short"))
+    rng.shuffle(rows)
+    return rows
+
+
+def near_probe(n_docs: int, copies: int, seed: int = 1) -> list[Planted]:
+    """``n_docs`` C4 documents plus ``copies`` near copies with 0.5-3 % of words edited, shuffled.
+
+    The main corpus has only a few pairs at Jaccard >= 0.8 (its copies are edited 2-10 %); this one holds about a
+    hundred, enough to read near dedup's recall at that threshold to the percent.
+    """
+    rng = random.Random(seed)
+    docs = load_c4(n_docs)
+    rows = [Planted(text, "base", doc_id=f"d{i}") for i, text in enumerate(docs)]
+    vocab = [w for text in docs for w in text.split()][:50_000]
+    for k in range(copies):
+        i, rate = rng.randrange(len(docs)), PROBE_RATES[k % len(PROBE_RATES)]
+        rows.append(Planted(edit_words(docs[i], rate, vocab, rng), "near", source=f"d{i}", edit_rate=rate))
     rng.shuffle(rows)
     return rows
 

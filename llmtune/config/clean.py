@@ -156,7 +156,8 @@ class NearDedupConfig(_Stage):
 
     enabled: bool = Field(True, description="Run this stage.")
     threshold: float = Field(
-        0.8, gt=0, lt=1, description="Jaccard similarity (estimated on MinHash) above which a later document is dropped."
+        0.8, gt=0, lt=1, description="Jaccard similarity above which a later document is dropped (MinHash estimate, "
+                        "accepted down to 1.645 standard deviations below, so pairs at the threshold are caught)."
     )
     ngram: int = Field(5, ge=1, le=50, description="Words per shingle.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (more: better estimates, slower).")
