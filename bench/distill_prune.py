@@ -27,8 +27,15 @@ Every classification run uses the same flags (``SHARED``: the classification def
 Teachers are cached in ``bench/_work/distill_prune/SIZE/seedN/`` and reused while their command is unchanged
 (``--fresh`` re-trains them).
 
+Sizes (``SIZES``; times are estimates for 2 quiet cores from the MiniLM's ~80 train examples/s, not timed
+quiet): full -- all rows (SUBJ 8,000, CR 3,017), teacher 2 epochs, students 3, 300 recovery steps, 3 speed
+rounds; distill ~15 min for both sets, prune ~40 min (3 variants), lm ~27 min the first time (15 min of it
+the cached teacher). quick -- 1,024 rows, 400 evaluation rows, 60 recovery steps, 2 rounds: distill ~4 min,
+prune ~10 min, lm ~7 min. tiny -- 96 rows, one variant: checks the pipeline in a few minutes.
+
     .venv/bin/python bench/distill_prune.py [--quick | --tiny] [--sets subj,cr] [--parts distill,prune,lm]
-        [--seed 0] [--prune ffn-30%,ffn-50%,layers-2] [--recover distill|labels] [--rounds 3] [--fresh]
+        [--seed 0] [--prune ffn-30%,ffn-50%,layers-2] [--recover distill|labels] [--rounds 3]
+        [--lm-budgets 15m,5m] [--fresh]
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import Row, Target, median, minilm_path, report, run_llmtune, say, work_dir
+
+import llmtune  # noqa: F401 - quiets torchao's CPU-build import noise before transformers is imported below
 
 NAME = "distill_prune"
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -89,8 +98,10 @@ class Size:
 
 
 SIZES = {
-    "full": Size(None, None, 2, 3, 300, 3, (260, 40), "10m", "5m"),
-    "quick": Size(1024, 400, 1, 2, 60, 2, (260, 40), "3m", "90s"),
+    # The LM teacher gets 3-4x the students' time (once: it is cached): a teacher hardly better than the
+    # student alone has nothing to teach (in 3 min on a busy machine it reached the students' bits/char).
+    "full": Size(None, None, 2, 3, 300, 3, (260, 40), "15m", "5m"),
+    "quick": Size(1024, 400, 1, 2, 60, 2, (260, 40), "4m", "60s"),
     "tiny": Size(96, 64, 1, 1, 3, 1, (40, 8), "40s", "20s", ("ffn-50%",)),
 }
 
@@ -105,6 +116,7 @@ class Options:
     recover: str = "distill"
     rounds: int | None = None
     fresh: bool = False
+    lm_budgets: tuple[str, str] | None = None  # (teacher, student) time budgets; None: the size's
 
     @property
     def sizes(self) -> Size:
@@ -176,8 +188,14 @@ def distill_rows(name: str, opts: Options, common: list[str], teacher: dict) -> 
     note = (f"{opts.size}, seed {opts.seed}; teacher MiniLM-L6 acc {t:.3f}; student {STUDENT_LAYERS} layers from its "
             f"lowest, {steps_of(root / 'student-labels')} steps each; wall {alone['wall_seconds']:.0f} s alone, "
             f"{distilled['wall_seconds']:.0f} s distilled; KL share of the loss {distilled.get('distill_kd_share', 0):.2f}")
+    mib = {k: sum(f.stat().st_size for f in (root / k).glob("*.safetensors")) / 2**20
+           for k in ("teacher", "student-distilled")}
     return [Row(NAME, f"{name}: accuracy, distilled vs labels-only student", d, a, "accuracy", None, note),
-            Row(NAME, f"{name}: distillation gain", 100 * (d - a), None, "points", Target(">=", 1.5), note)]
+            Row(NAME, f"{name}: distillation gain", 100 * (d - a), None, "points", Target(">=", 1.5), note),
+            Row(NAME, f"{name}: distilled student vs teacher, eval examples/s", distilled.get("eval_samples_per_second"),
+                teacher.get("eval_samples_per_second"), "ex/s", None,
+                f"each run's final evaluation (not back to back); weights {mib['student-distilled']:.0f} MiB vs "
+                f"{mib['teacher']:.0f} MiB (the frozen embeddings are most of both)")]
 
 
 def prune_rows(name: str, opts: Options, common: list[str]) -> list[Row]:
@@ -244,18 +262,19 @@ def write_c4(folder: Path, n_train: int, n_heldout: int) -> tuple[Path, Path]:
 def lm_rows(opts: Options) -> list[Row]:
     """Half-width student trained alone vs distilled for the same wall time; held-out bits/char."""
     root, size = opts.root("lm"), opts.sizes
+    teacher_budget, student_budget = opts.lm_budgets or (size.lm_teacher, size.lm_student)
     train, heldout = write_c4(root, *size.lm_docs)
     seed = ["--seed", str(opts.seed)]
-    say(f"lm: teacher llama 4x256 pre-trained for {size.lm_teacher} on {size.lm_docs[0]} C4 documents")
+    say(f"lm: teacher llama 4x256 pre-trained for {teacher_budget} on {size.lm_docs[0]} C4 documents")
     teacher_dir = root / "teacher"
     cached_run(["pretrain", *LM_TEACHER, "-d", str(train), "--eval-dataset", str(heldout), "--time-budget",
-                          size.lm_teacher, *seed, "-o", str(teacher_dir), "--overwrite"], teacher_dir, opts.fresh)
+                          teacher_budget, *seed, "-o", str(teacher_dir), "--overwrite"], teacher_dir, opts.fresh)
     runs, bits = {}, {}
     for label, alpha in (("alone", 0.0), ("distilled", LM_ALPHA)):
-        say(f"lm: half-width student, {label} (alpha {alpha:g}), {size.lm_student}")
+        say(f"lm: half-width student, {label} (alpha {alpha:g}), {student_budget}")
         out = root / f"student-{label}"
         runs[label] = run_llmtune(["distill", "-t", "lm", "--teacher", str(teacher_dir), *LM_STUDENT, *LM_TRAIN,
-                                   "-d", str(train), "--eval-dataset", str(heldout), "--time-budget", size.lm_student,
+                                   "-d", str(train), "--eval-dataset", str(heldout), "--time-budget", student_budget,
                                    "--alpha", str(alpha), "--temperature", str(LM_TEMPERATURE), *seed, "-o", str(out),
                                    "--overwrite"], out)
     for label, folder in (("teacher", teacher_dir), *((k, root / f"student-{k}") for k in runs)):
@@ -263,7 +282,7 @@ def lm_rows(opts: Options) -> list[Row]:
                             root / f"eval-{label}")["eval_bits_per_char"]
     alone, distilled = runs["alone"], runs["distilled"]
     note = (f"{opts.size}, seed {opts.seed}; teacher 4x256 {steps_of(teacher_dir)} steps, "
-            f"{bits['teacher']:.3f} bits/char; students 4x128, {size.lm_student} each: alone "
+            f"{bits['teacher']:.3f} bits/char; students 4x128, {student_budget} each: alone "
             f"{steps_of(root / 'student-alone')} steps ({alone['wall_seconds']:.0f} s), distilled "
             f"{steps_of(root / 'student-distilled')} steps ({distilled['wall_seconds']:.0f} s, T={LM_TEMPERATURE:g}, "
             f"alpha {LM_ALPHA:g}, KL share {distilled.get('distill_kd_share', 0):.2f}); "
@@ -288,10 +307,19 @@ def _choices(text: str, allowed: tuple[str, ...] | dict, what: str) -> tuple[str
     return items
 
 
+def _budgets(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    parts = tuple(x.strip() for x in text.split(","))
+    if len(parts) != 2 or not all(parts):
+        raise SystemExit(f"--lm-budgets takes TEACHER,STUDENT (e.g. 15m,5m), not {text!r}")
+    return parts[0], parts[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="1,024 training rows, 400 evaluation rows; LM 3 min + 2 x 90 s")
+    size.add_argument("--quick", action="store_true", help="1,024 training rows, 400 evaluation rows; LM 4 min + 2 x 60 s")
     size.add_argument("--tiny", action="store_true", help="96 rows, seconds of LM: checks the pipeline, numbers mean nothing")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated sets from ../shared/datasets")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
@@ -301,11 +329,13 @@ def main() -> None:
     parser.add_argument("--recover", choices=("distill", "labels"), default="distill",
                         help="recovery after pruning: distil from the unpruned teacher, or fine-tune on the labels")
     parser.add_argument("--rounds", type=int, help="interleaved eval-speed rounds (default: full 3, quick 2, tiny 1)")
+    parser.add_argument("--lm-budgets", metavar="TEACHER,STUDENT",
+                        help="LM time budgets, e.g. 15m,5m (default: full 15m,5m; quick 4m,60s; tiny 40s,20s)")
     parser.add_argument("--fresh", action="store_true", help="train the cached teachers again")
     args = parser.parse_args()
     opts = Options(size="tiny" if args.tiny else "quick" if args.quick else "full", seed=args.seed,
                    prunings=_choices(args.prune, PRUNINGS, "pruning") if args.prune else None, recover=args.recover, rounds=args.rounds,
-                   fresh=args.fresh)
+                   fresh=args.fresh, lm_budgets=_budgets(args.lm_budgets))
     rows = run(opts.size != "full", _choices(args.sets, tuple(p.name for p in DATASETS.iterdir()), "set"),
                _choices(args.parts, PARTS, "part"), opts)
     report(rows, quick=opts.size != "full")
