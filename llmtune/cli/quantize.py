@@ -30,6 +30,8 @@ def quantize(
     table = Table(title="llmtune quantize: done", show_header=False)
     table.add_row("source", run_dir)
     table.add_row("method", f"{result.method} (torchao), {result.quantized_layers} linear layers")
+    if result.embeddings:
+        table.add_row("embeddings", f"{', '.join(result.embeddings)} (int8, one scale per row)")
     table.add_row("weights", f"{result.bytes_on_disk / 2**20:,.2f} MiB ({result.ratio:.2f}x the source's "
                              f"{result.source_bytes / 2**20:,.2f} MiB)")
     table.add_row("output dir", str(result.output_dir))

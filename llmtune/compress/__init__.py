@@ -67,8 +67,11 @@ def _load_torchao(folder: Path, cls: Any, kwargs: dict[str, Any]) -> Any:
     commands only run such folders for inference (eval's ``Trainer.predict``, generate, serve), so the
     model is marked as a plain one for that check. ``finetune`` refuses compressed folders itself.
     """
+    from llmtune.compress.methods import quiet_default_warning
+
     try:
-        loaded = cls.from_pretrained(str(folder), use_safetensors=True, **kwargs)
+        with quiet_default_warning():
+            loaded = cls.from_pretrained(str(folder), use_safetensors=True, **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelError(f"could not load the torchao-quantized model {folder}: {first}") from exc

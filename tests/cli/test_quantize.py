@@ -76,6 +76,7 @@ def test_quantized_classifier_round_trips_through_from_pretrained(cli, classifie
     record = json.loads((out / "compression.json").read_text())
     # 2 layers x (query, key, value, attention output, intermediate, output) + pooler + classifier
     assert record["method"] == method and record["format"] == "torchao" and record["quantized_layers"] == 14
+    assert record["quantized_embeddings"] == ["bert.embeddings.word_embeddings"] and not record["untied_embeddings"]
     assert set(record["versions"]) >= {"torch", "transformers", "torchao"}
     assert record["bytes"] == (out / "model.safetensors").stat().st_size < record["source_bytes"]
     config = json.loads((out / "config.json").read_text())
@@ -86,6 +87,93 @@ def test_quantized_classifier_round_trips_through_from_pretrained(cli, classifie
     # int8 per-channel weights: logits move by far less than their own spread
     assert (full - quant).abs().max().item() < 0.05 * full.abs().max().item() + 1e-3
     assert (logits(out, texts) - quant).abs().max().item() == 0.0  # loading is deterministic
+
+
+def int8_bytes(rows: int, cols: int) -> int:
+    """Bytes of one int8 per-row weight as torchao saves it: int8 values, an fp32 scale and an int8 zero point a row."""
+    return rows * cols + rows * (4 + 1)
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-weight-only"])
+def test_int8_folder_of_a_big_vocabulary_bert_is_under_035x_of_fp32(cli, tmp_path, method):
+    """Word embeddings (8000 x 64) are ~90 % of this BERT's weights: quantized per row, the folder shrinks to ~0.28x.
+
+    Every byte is counted by hand: the embedding and the linear layers hold int8 rows with their scale and zero
+    point; biases, LayerNorms, position and token-type embeddings stay fp32.
+    """
+    import torch
+    from safetensors import safe_open
+    from transformers import BertConfig, BertForSequenceClassification
+
+    vocab, hidden, inter, positions, labels = 8000, 64, 128, 64, 2
+    torch.manual_seed(0)
+    source = tmp_path / "bert"
+    BertForSequenceClassification(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=inter,
+                                             max_position_embeddings=positions, num_labels=labels)).save_pretrained(
+        str(source))
+    linears = [(hidden, hidden)] * 4 + [(inter, hidden), (hidden, inter), (hidden, hidden), (labels, hidden)]
+    biases = sum(out for out, _ in linears)
+    kept_fp32 = positions * hidden + 2 * hidden + 3 * 2 * hidden + biases  # positions, token types, 3 LayerNorms
+    fp32 = 4 * (vocab * hidden + sum(o * i for o, i in linears) + kept_fp32)
+    int8 = int8_bytes(vocab, hidden) + sum(int8_bytes(o, i) for o, i in linears) + 4 * kept_fp32
+    out = tmp_path / "q"
+    result = cli("quantize", source, "--method", method, "-o", out)
+    assert result.exit_code == 0, result.output
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        stored = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+    assert stored == int8 and int8 / fp32 == pytest.approx(0.2761, abs=1e-4)
+    record = json.loads((out / "compression.json").read_text())
+    assert record["source_bytes"] == (source / "model.safetensors").stat().st_size > fp32
+    assert record["bytes"] / record["source_bytes"] < 0.35  # the files, safetensors headers included
+    assert record["quantized_embeddings"] == ["bert.embeddings.word_embeddings"]
+
+
+def quantize_by_hand(model, method):
+    """torchao's ``quantize_`` applied directly (what the folder should hold): linear layers with the method's
+    config, then every ``nn.Embedding`` int8 per row; a tied head gets its own copy of the embedding first."""
+    import torch
+    from torchao.quantization import quantize_
+
+    from llmtune.compress.methods import embedding_config, torchao_config
+
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and head.weight is embedding.weight:
+        head.weight = torch.nn.Parameter(embedding.weight.detach().clone())
+    quantize_(model, torchao_config(method))
+    quantize_(model, embedding_config(), filter_fn=lambda m, _: isinstance(m, torch.nn.Embedding))
+    return model
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-weight-only"])
+def test_a_tied_llama_reloads_with_the_logits_and_greedy_text_of_torchao_itself(cli, tmp_path, method):
+    """llmtune's presets tie the head to the embedding: the folder is untied, both quantized, and from_pretrained
+    gives exactly the logits and greedy tokens of torchao's own quantize_ on the same model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from helpers import save_tiny_llama
+
+    corpus = ["the cat sat on the mat", "a dog ran in the park", "birds fly over the river"] * 20
+    model, tok = save_tiny_llama(tmp_path / "lm", corpus, tokenizer="char", hidden=64, extra_vocab=2000)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    out = tmp_path / "q"
+    result = cli("quantize", tmp_path / "lm", "--method", method, "-o", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "compression.json").read_text())
+    assert record["quantized_embeddings"] == ["model.embed_tokens", "lm_head"] and record["untied_embeddings"]
+    assert record["quantized_layers"] == 2 * 7  # q, k, v, o, gate, up, down per layer; the head is listed above
+    loaded = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    expected = quantize_by_hand(AutoModelForCausalLM.from_pretrained(str(tmp_path / "lm")).eval(), method)
+    assert type(loaded.model.embed_tokens.weight).__name__ == "IntxUnpackedToInt8Tensor"
+    assert type(loaded.lm_head.weight).__name__ == "Int8Tensor" and not loaded.config.tie_word_embeddings
+    ids = torch.tensor([tok("the cat sat")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, expected(ids).logits)
+        full = model(ids).logits
+        assert (loaded(ids).logits - full).abs().max().item() < 0.05 * full.abs().max().item()
+    greedy = {"max_new_tokens": 8, "do_sample": False, "attention_mask": torch.ones_like(ids)}
+    assert torch.equal(loaded.generate(ids, **greedy), expected.generate(ids, **greedy))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from llmtune.compress import quantization_of, require
-from llmtune.compress.methods import METHODS, check_method
+from llmtune.compress.methods import METHODS, check_method, hf_quantization_config
 from llmtune.errors import ConfigError
 
 
@@ -43,3 +43,14 @@ def test_folders_are_recognised_by_record_onnx_file_or_quantization_config(tmp_p
     (hf / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes"}}))
     assert [quantization_of(f) for f in (plain, record, onnx, hf)] == [None, "torchao int8-dynamic", "onnx",
                                                                         "bitsandbytes"]
+
+
+def test_int8_configs_name_the_embedding_and_keep_biases_and_int4_leaves_embeddings_alone():
+    pytest.importorskip("torchao")
+    config = hf_quantization_config("int8-weight-only", "model.embed_tokens")
+    per_module = config.quant_type.fqn_to_config
+    assert list(per_module) == [r"re:.*\.bias", "model.embed_tokens", "_default"] and per_module[r"re:.*\.bias"] is None
+    assert type(per_module["model.embed_tokens"]).__name__ == "IntxWeightOnlyConfig"
+    assert type(per_module["_default"]).__name__ == "Int8WeightOnlyConfig" and config.modules_to_not_convert == []
+    int4 = hf_quantization_config("int4-weight-only", "model.embed_tokens")
+    assert type(int4.quant_type).__name__ == "Int4WeightOnlyConfig" and int4.modules_to_not_convert is None
