@@ -335,10 +335,10 @@ def load_for_generation(cfg: "RunConfig", check_prompts: Optional[Sequence[str]]
     base, adapter = split_adapter(cfg.model.name_or_path)
     model_path = resolve_model_path(base)
     check_weights(model_path)
-    refuse_generation(model_path)
     options = {"trust_remote_code": cfg.model.trust_remote_code}
     config = load_pretrained(model_path, "AutoConfig", **options)
     check_head([str(a) for a in getattr(config, "architectures", None) or []], "generation", base, "generate with")
+    refuse_generation(model_path)  # an ONNX causal LM exported without its key/value cache
     own = tokenizer_source(adapter, model_path)
     tokenizer = model_tokenizer(cfg, model_path, source=own, for_batches=False)
     if cfg.model.tokenizer:  # another tokenizer than the one saved with the model

@@ -81,13 +81,13 @@ def _load_torchao(folder: Path, cls: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def refuse_generation(path: str) -> None:
-    """Refuse to generate (or serve) from an ONNX folder: it is exported without a key/value cache.
+    """Refuse to generate (or serve) from an ONNX folder exported without a key/value cache (an older export).
 
     Raises:
-        ModelError: ``path`` holds ``model.onnx``.
+        ModelError: ``path`` holds ``model.onnx`` and its ``compression.json`` does not say ``kv_cache``.
     """
-    if (Path(path) / ONNX_FILE).is_file():
-        raise ModelError(f"{path} is an ONNX export (no key/value cache): it scores text (llmtune eval) but does "
-                         "not generate; generate or serve the PyTorch model folder or a quantized one (llmtune "
-                         "quantize)")
+    if (Path(path) / ONNX_FILE).is_file() and not (read_record(Path(path)) or {}).get("kv_cache"):
+        raise ModelError(f"{path} is an ONNX export without a key/value cache: it scores text (llmtune eval) but does "
+                         "not generate; re-export its PyTorch model with this version (llmtune export MODEL --format "
+                         "onnx -o OUT) to generate or serve it")
 

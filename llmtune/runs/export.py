@@ -20,9 +20,10 @@ different chat template is refused.
 adapter folder without ``--merge`` (an adapter alone is not a model).
 
 ``--format onnx`` (``export_onnx``) writes ``model.onnx`` instead of safetensors weights, for
-classification, question-answering and causal-LM heads (``llmtune.compress.onnx_export``), with
-``--quantize int8`` for ONNX Runtime dynamic quantization, a parity check against the PyTorch model
-and ``compression.json``; it is written into a temporary folder renamed when complete.
+classification, question-answering and causal-LM heads (``llmtune.compress.onnx_export``; a causal
+LM's graph carries its key/value cache, so ``generate`` and ``serve`` run it), with ``--quantize int8``
+for ONNX Runtime dynamic quantization, a parity check against the PyTorch model and
+``compression.json``; it is written into a temporary folder renamed when complete.
 """
 
 from __future__ import annotations
@@ -267,6 +268,7 @@ def export_onnx(src: Path, out: Path, quantize: Optional[str], overwrite: bool) 
     """
     from llmtune.compress import AUX_FILES, RECORD_FILE, folder_bytes, library_versions, refuse_compressed
     from llmtune.compress.onnx_export import export_onnx as export_graph_folder
+    from llmtune.compress.onnx_model import KV_CACHE
     from llmtune.dist import log
     from llmtune.modeling import check_weights
     from llmtune.tokenizer import load_tokenizer
@@ -285,15 +287,16 @@ def export_onnx(src: Path, out: Path, quantize: Optional[str], overwrite: bool) 
         tokenizer = load_tokenizer(str(folder))
         if tokenizer.pad_token is None:  # decoder-only tokenizers: the parity rows are padded with end-of-text
             tokenizer.pad_token = tokenizer.eos_token
-        results, parameters = export_graph_folder(str(folder), tmp, architecture, tokenizer, quantize)
+        exported = export_graph_folder(str(folder), tmp, architecture, tokenizer, quantize)
         for name in AUX_FILES:
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)
-        lines = tuple(r.line(p) for r, p in zip(results, ("fp32", "int8")))
+        lines = tuple(r.line() for r in exported.parity)
         size, source_size = (tmp / "model.onnx").stat().st_size, _weights_size(folder)
         record = {"format": "onnx", "method": f"{quantize}-dynamic" if quantize else "fp32", "source": str(src),
-                  "architecture": architecture, "opset": 17, "parity": lines, "bytes": size,
-                  "source_bytes": source_size, "ratio": round(size / source_size, 4) if source_size else None,
+                  "architecture": architecture, "opset": 17, KV_CACHE: exported.kv_cache, "parity": lines,
+                  "bytes": size, "source_bytes": source_size,
+                  "ratio": round(size / source_size, 4) if source_size else None,
                   "versions": library_versions("torch", "transformers", "onnx", "onnxruntime")}
         record["folder_bytes"] = folder_bytes(tmp)
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -304,7 +307,7 @@ def export_onnx(src: Path, out: Path, quantize: Optional[str], overwrite: bool) 
         shutil.rmtree(tmp, ignore_errors=True)
     for line in lines:
         log(line)
-    return ExportResult(out, False, None, parameters, size, lines, "onnx")
+    return ExportResult(out, False, None, exported.parameters, size, lines, "onnx")
 
 
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:

@@ -1,7 +1,8 @@
 """``llmtune export --format onnx [--quantize int8]``: parity-checked ONNX folders that ``llmtune eval`` runs.
 
 Tiny models are built in-process: a BERT classifier and QA model (hidden 64) with a WordPiece tokenizer,
-and a Llama causal LM with a character tokenizer.
+and a Llama causal LM with a character tokenizer. Generating and serving exported causal LMs:
+``test_onnx_causal_lm.py``.
 """
 
 import json
@@ -128,12 +129,14 @@ def test_qa_and_causal_lm_heads_export_with_parity(cli, tmp_path):
     tok.save_pretrained(str(tmp_path / "lm"))
     result = cli("export", tmp_path / "lm", "--format", "onnx", "-o", tmp_path / "lm-onnx")
     assert result.exit_code == 0, result.output
-    for name in ("qa-onnx", "lm-onnx"):
+    for name, checks in (("qa-onnx", 1), ("lm-onnx", 2)):  # the causal LM is also decoded through its cache
         record = json.loads((tmp_path / name / "compression.json").read_text())
-        diff, tolerance = (float(x) for x in _numbers(record["parity"][0]))
-        assert diff <= tolerance
-    one_line_error(cli("generate", "--model", tmp_path / "lm-onnx", "the cat", "--max-new-tokens", 3),
-                   "ONNX export", "does not generate")
+        assert len(record["parity"]) == checks and record["kv_cache"] is (name == "lm-onnx")
+        for line in record["parity"]:
+            diff, tolerance = (float(x) for x in _numbers(line))
+            assert diff <= tolerance
+    one_line_error(cli("generate", "--model", tmp_path / "qa-onnx", "the cat", "--max-new-tokens", 3),
+                   "BertForQuestionAnswering")
 
 
 def _numbers(line):
