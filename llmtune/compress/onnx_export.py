@@ -330,6 +330,8 @@ def export_onnx(model_path: str, out: Path, architecture: str, tokenizer: Any, q
             extra.unlink()
         fp32_dir.rmdir()
         results += _checks(model, out, inputs, tokenizer, head, "int8")
+    if head == "causal_lm":  # the graph has its cache: generate (and OrtCausalLM) use it by default
+        model.config.use_cache = True
     model.config.save_pretrained(str(out))
     return Exported(results, sum(p.numel() for p in model.parameters()), head == "causal_lm")
 

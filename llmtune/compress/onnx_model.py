@@ -154,7 +154,8 @@ class OrtCausalLM(PreTrainedModel, GenerationMixin):
                 labels: Any = None, use_cache: Any = None, logits_to_keep: int = 0, **_: Any) -> Any:
         """One pass of the graph over ``input_ids`` after ``cache``'s positions; the cache grows in place.
 
-        Without position ids the positions follow the cache (``past ... past + length - 1``), as the PyTorch
+        ``use_cache`` defaults to the config's (true in an exported causal LM's: ``generate`` and serve pass
+        it anyway; eval's scoring passes need no cache). Without position ids the positions follow the cache (``past ... past + length - 1``), as the PyTorch
         model's own default; without a cache the past is empty (a prefill, or a plain scoring pass).
         """
         from transformers import DynamicCache
@@ -171,16 +172,17 @@ class OrtCausalLM(PreTrainedModel, GenerationMixin):
             feeds[PAST.format(i, "key")], feeds[PAST.format(i, "value")] = self._past(cache, i, batch, past)
         arrays = self.session.run(None, {n: t.detach().cpu().contiguous().numpy() for n, t in feeds.items()})
         outputs = {name: torch.from_numpy(a) for name, a in zip(self.output_names, arrays)}
-        if use_cache is not False:
+        use_cache = bool(self.config.use_cache if use_cache is None else use_cache)
+        if use_cache:
             cache = cache if cache is not None else DynamicCache(config=self.config)
             for i in range(self.layers):  # the graph returns past + new positions: append the new ones
                 key, value = (outputs[PRESENT.format(i, kv)][:, :, past:] for kv in ("key", "value"))
                 cache.update(key, value, i)
-        logits = outputs["logits"]
+        logits = outputs["logits"].to(input_ids.device)  # the Trainer of eval may hand in GPU tensors
         loss = _lm_loss(logits, labels)
         if logits_to_keep:
             logits = logits[:, -logits_to_keep:]
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache is not False else None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
 
     def _past(self, cache: Any, layer: int, batch: int, past: int) -> tuple[Any, Any]:
         """Layer ``layer``'s cached keys and values, or empty ``(batch, heads, 0, head_dim)`` tensors."""

@@ -184,3 +184,24 @@ def test_serve_answers_concurrent_requests_with_the_pytorch_models_text(cli, lm,
 
         with ThreadPoolExecutor(len(PROMPTS)) as pool:
             assert list(pool.map(complete, PROMPTS * 2)) == expected * 2
+
+
+def test_the_cached_decode_check_fails_a_graph_that_is_not_the_model(lm):
+    """The graph held against another model of the same shape (other weights) fails the check in one ModelError."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from llmtune.compress.onnx_export import PARITY_TEXTS, decode_parity
+    from llmtune.errors import ModelError
+
+    torch_folder, onnx = lm
+    tok = AutoTokenizer.from_pretrained(str(onnx))
+    tok.pad_token = tok.pad_token or tok.eos_token
+    same = AutoModelForCausalLM.from_pretrained(str(torch_folder)).eval()
+    result = decode_parity(same, onnx, tok, "fp32")
+    assert result.max_abs_diff < 1e-5 <= result.tolerance and result.rows == len(PARITY_TEXTS)
+    torch.manual_seed(1)
+    other = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(torch_folder))).eval()
+    with pytest.raises(ModelError, match=r"^ONNX parity check failed: .*cached greedy decode steps") as error:
+        decode_parity(other, onnx, tok, "fp32")
+    assert "\n" not in str(error.value)
