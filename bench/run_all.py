@@ -63,6 +63,8 @@ SMALL: dict[str, Size] = {
     "sft_stops": Size(constants={"PRETRAIN_BUDGET": "60s"}),
     # MiniLM fine-tuned on 1,500 SUBJ rows, 500 test rows, 2 interleaved eval rounds (full: 4,000 / 1,000 / 3).
     "compress": Size(constants={"TRAIN_ROWS": 1500, "TEST_ROWS": 500, "REPEATS": 2}),
+    # The same ~160M Llama base (pre-trained once, then reused), 6 LoRA steps and 16 eval rows per run (full: 10 / 32).
+    "qlora_memory": Size(constants={"FULL": lambda m: m.Plan(**{**vars(m.FULL), "finetune_steps": 6, "eval_rows": 16})}),
 }
 
 

@@ -382,17 +382,18 @@ def merge_lora(model: Any) -> Any:
     return plain
 
 
-MERGED_SHARD_BYTES = 256 * 2**20  # fp32 built at once while saving a merged int8-base model
+MIN_SHARD_BYTES = 64 * 2**20  # the smallest shard save_merged writes (a model this small has few of them)
 
 
-def save_merged(model: Any, folder: Path, shard_bytes: int = MERGED_SHARD_BYTES) -> None:
+def save_merged(model: Any, folder: Path, shard_bytes: Optional[int] = None) -> None:
     """Save the peft ``model`` with its adapters merged in, as a plain fp32 model in ``folder`` (``merge_lora``'s weights).
 
     On a full-precision base: ``merge_lora(model).save_pretrained``. On a torchao-quantized base the merged
     model is ~4x the int8 one; building it whole would make saving the run's memory peak (as large as the
-    fp32 base), so the fp32 weights are built and written one safetensors shard (``shard_bytes``) at a time
-    beside the int8 model, in the layout ``save_pretrained`` writes (sharded with an index when needed,
-    tied weights once, no quantization config). ``model`` is unloaded (its adapters removed) either way.
+    fp32 base), so the fp32 weights are built and written one safetensors shard at a time beside the int8
+    model, in the layout ``save_pretrained`` writes (sharded with an index when needed, tied weights once,
+    no quantization config). ``shard_bytes`` (default: a quarter of the quantized model's size, at least
+    ``MIN_SHARD_BYTES``) bounds the fp32 built at once. ``model`` is unloaded (its adapters removed) either way.
     """
     from peft.tuners.lora import LoraLayer
 
@@ -405,6 +406,9 @@ def save_merged(model: Any, folder: Path, shard_bytes: int = MERGED_SHARD_BYTES)
         warnings.simplefilter("ignore", FutureWarning)
         plain = model.unload()
     tensors = _unique_tensors(plain)
+    if shard_bytes is None:
+        in_memory = sum(t.numel() * (1 if _is_torchao(t) else t.element_size()) for t in tensors.values())
+        shard_bytes = max(MIN_SHARD_BYTES, in_memory // 4)
     shards = _shard_names(tensors, shard_bytes)
     folder.mkdir(parents=True, exist_ok=True)
     _write_shards(plain, tensors, shards, adapted, folder)
