@@ -277,14 +277,13 @@ def _release_checkpoint(model: Any) -> int:
     """
     import torch
 
-    count = 0
+    seen: set[int] = set()
     with torch.no_grad():
-        for module in model.modules():
-            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-                if not _is_torchao(tensor):
-                    tensor.data = tensor.data.clone()  # a tied weight is one Parameter: copied once per owner, still tied
-                    count += 1
-    return count
+        for tensor in [*model.parameters(), *model.buffers()]:  # a tied weight once: one Parameter, still tied
+            if not _is_torchao(tensor) and id(tensor) not in seen:
+                seen.add(id(tensor))
+                tensor.data = tensor.data.clone()
+    return len(seen)
 
 
 def prepare_quantized_base(model: Any) -> int:
