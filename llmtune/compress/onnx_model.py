@@ -113,10 +113,15 @@ class OrtModel(torch.nn.Module):
 
 
 def _session(folder: Path) -> Any:
-    """An ONNX Runtime CPU session of ``folder``'s graph, warnings off."""
+    """An ONNX Runtime CPU session of ``folder``'s graph, warnings off, with PyTorch's intra-op thread count.
+
+    ``torch.set_num_threads`` (or ``OMP_NUM_THREADS``) before loading sets the threads of both, so PyTorch and
+    ONNX folders are compared on the same cores.
+    """
     ort = require("onnxruntime", f"the ONNX model in {folder}")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = torch.get_num_threads()  # one thread budget for PyTorch and ONNX Runtime
     return ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
 
 
