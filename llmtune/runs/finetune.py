@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llmtune.adapters import apply_lora, base_quantization, freeze_input_embeddings, freeze_lower_layers, merge_lora
+from llmtune.adapters import apply_lora, base_quantization, freeze_input_embeddings, freeze_lower_layers, save_merged
 from llmtune.config.schema import RunConfig
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 from llmtune.errors import ConfigError, ModelError
@@ -263,7 +263,7 @@ def _save(trainer: Any, p: _Prepared, run_dir: Path) -> None:
     with quiet_transformers():
         model.save_pretrained(str(run_dir / "adapter"))
         # A merged copy loads anywhere (AutoModel..., pipelines, llmtune eval) without peft.
-        merge_lora(model).save_pretrained(str(run_dir))  # a quantized base is dequantized first
+        save_merged(model, run_dir)  # a quantized base is dequantized one shard at a time
     p.tokenizer.save_pretrained(str(run_dir))
     p.tokenizer.save_pretrained(str(run_dir / "adapter"))
     log(f"LoRA adapters saved in {run_dir / 'adapter'}; merged model in {run_dir}")
