@@ -205,3 +205,21 @@ def test_the_cached_decode_check_fails_a_graph_that_is_not_the_model(lm):
     with pytest.raises(ModelError, match=r"^ONNX parity check failed: .*cached greedy decode steps") as error:
         decode_parity(other, onnx, tok, "fp32")
     assert "\n" not in str(error.value)
+
+
+def test_a_sliding_window_cache_is_refused_in_one_line(cli, tmp_path):
+    """Mistral with a sliding window keeps a window-sized cache that one growing graph cannot reproduce."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tok = save_tiny_llama(tmp_path / "lm", pretrain_lines(20))
+    config = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                           sliding_window=8, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    for stale in (tmp_path / "lm").glob("model*.safetensors"):
+        stale.unlink()
+    MistralForCausalLM(config).save_pretrained(str(tmp_path / "lm"))
+    one_line_error(cli("export", tmp_path / "lm", "--format", "onnx", "-o", tmp_path / "out"),
+                   "MistralForCausalLM", "DynamicSlidingWindowLayer", "full-attention causal LMs")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial"))
