@@ -39,7 +39,11 @@ from llmtune.compress import (
     refuse_compressed,
     weight_bytes,
 )
-from llmtune.compress.methods import check_method, hf_quantization_config, quantizes_embeddings
+from llmtune.compress.methods import (
+    check_method,
+    hf_quantization_config,
+    quantizes_embeddings,
+)
 from llmtune.dist import log
 from llmtune.errors import ConfigError, ModelError
 

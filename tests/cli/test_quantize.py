@@ -121,7 +121,8 @@ def test_int8_folder_of_a_big_vocabulary_bert_is_under_035x_of_fp32(cli, tmp_pat
     result = cli("quantize", source, "--method", method, "-o", out)
     assert result.exit_code == 0, result.output
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        stored = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+        tensors = [f.get_tensor(name) for name in f.keys()]  # noqa: SIM118 - safe_open is not iterable
+    stored = sum(t.numel() * t.element_size() for t in tensors)
     assert stored == int8 and int8 / fp32 == pytest.approx(0.2761, abs=1e-4)
     record = json.loads((out / "compression.json").read_text())
     assert record["source_bytes"] == (source / "model.safetensors").stat().st_size > fp32
@@ -150,9 +151,8 @@ def test_a_tied_llama_reloads_with_the_logits_and_greedy_text_of_torchao_itself(
     """llmtune's presets tie the head to the embedding: the folder is untied, both quantized, and from_pretrained
     gives exactly the logits and greedy tokens of torchao's own quantize_ on the same model."""
     import torch
-    from transformers import AutoModelForCausalLM
-
     from helpers import save_tiny_llama
+    from transformers import AutoModelForCausalLM
 
     corpus = ["the cat sat on the mat", "a dog ran in the park", "birds fly over the river"] * 20
     model, tok = save_tiny_llama(tmp_path / "lm", corpus, tokenizer="char", hidden=64, extra_vocab=2000)
