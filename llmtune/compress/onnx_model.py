@@ -156,7 +156,7 @@ class OrtCausalLM(PreTrainedModel, GenerationMixin):
         return torch.device("cpu")
 
     def forward(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
-                labels: Any = None, use_cache: Any = None, logits_to_keep: int = 0, **_: Any) -> Any:
+                labels: Any = None, use_cache: Any = None, logits_to_keep: int = 0, **kwargs: Any) -> Any:
         """One pass of the graph over ``input_ids`` after ``cache``'s positions; the cache grows in place.
 
         ``use_cache`` defaults to the config's (true in an exported causal LM's: ``generate`` and serve pass
@@ -166,6 +166,7 @@ class OrtCausalLM(PreTrainedModel, GenerationMixin):
         from transformers import DynamicCache
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
+        cache = cache if cache is not None else kwargs.get("past_key_values")  # the name before transformers 5.x
         batch, length = input_ids.shape
         past = cache.get_seq_length() if cache is not None else 0
         if attention_mask is None:
