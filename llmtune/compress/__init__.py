@@ -67,8 +67,10 @@ def _load_torchao(folder: Path, cls: Any, kwargs: dict[str, Any]) -> Any:
     commands only run such folders for inference (eval's ``Trainer.predict``, generate, serve), so the
     model is marked as a plain one for that check. ``finetune`` refuses compressed folders itself.
     """
+    from llmtune.compress.embedding import enable_row_lookup
     from llmtune.compress.methods import quiet_default_warning
 
+    enable_row_lookup()  # int8 embeddings: dequantize the rows looked up, not the whole table
     try:
         with quiet_default_warning():
             loaded = cls.from_pretrained(str(folder), use_safetensors=True, **kwargs)

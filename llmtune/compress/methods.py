@@ -15,9 +15,10 @@ quantize the input embeddings, int8 weight-only per row (``IntxWeightOnlyConfig(
 config torchao documents for ``nn.Embedding``): in a small model with a large vocabulary they are most of
 the weights (MiniLM-L6: 30522 x 384 of 22.7M), so leaving them fp32 kept int8 folders at ~0.65x the fp32
 size. The int4 method leaves embeddings and the output head in full precision (transformers' defaults).
-The cost is time: torchao 0.18 dequantizes the whole int8 table on every embedding lookup (not just the
-rows looked up; ~15 ms for 8192 x 512 on one loaded CPU thread), once per batch in ``eval`` but once per
-decoding step in ``generate``.
+torchao 0.18 dequantizes the whole int8 table on every embedding lookup (not just the rows looked up; ~15
+ms for 8192 x 512 on one loaded CPU thread), once per batch in ``eval`` but once per decoding step in
+``generate``; llmtune loads these folders with ``compress.embedding.enable_row_lookup``, which dequantizes
+only the rows looked up (same values, bit for bit).
 
 How the int8 config is spelled (transformers 5.25's torchao integration, checked in
 ``quantizers/quantizer_torchao.py`` and ``integrations/torchao.py``):

@@ -54,3 +54,25 @@ def test_int8_configs_name_the_embedding_and_keep_biases_and_int4_leaves_embeddi
     assert type(per_module["_default"]).__name__ == "Int8WeightOnlyConfig" and config.modules_to_not_convert == []
     int4 = hf_quantization_config("int4-weight-only", "model.embed_tokens")
     assert type(int4.quant_type).__name__ == "Int4WeightOnlyConfig" and int4.modules_to_not_convert is None
+
+
+def test_int8_embedding_lookup_gathers_rows_and_matches_the_whole_table():
+    torch = pytest.importorskip("torch")
+    quant = pytest.importorskip("torchao.quantization")
+    from torchao.quantization.granularity import PerAxis
+
+    from llmtune.compress.embedding import enable_row_lookup, gather_rows
+
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8))
+    with torch.no_grad():  # row r = r * 0.5 + column index / 8: per-row int8 keeps it within one step
+        model[0].weight.copy_(torch.arange(50).float()[:, None] * 0.5 + torch.arange(8).float()[None, :] / 8)
+    config = quant.IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+    quant.quantize_(model, config, filter_fn=lambda module, _: isinstance(module, torch.nn.Embedding))
+    weight = model[0].weight
+    indices = torch.tensor([[3, 49, 0], [3, 7, 7]])
+    whole = weight.dequantize()[indices]
+    assert torch.equal(gather_rows(weight, indices), whole)
+    assert whole[0, 1, 0].item() == pytest.approx(24.5, abs=24.5 / 127)  # row 49, column 0
+    enable_row_lookup()
+    with torch.no_grad():
+        assert torch.equal(model(indices), whole)
