@@ -277,8 +277,15 @@ def measure_lm(quick: bool, repeats: int | None = None, budget: str | None = Non
         say(f"lm: llmtune eval --task lm --model {folder.name}")
         bits = evaluate(folder, heldout, None, folder.parent / f"eval-{folder.name}", "--task", "lm")
         results[method] = {"bytes": weights_bytes(folder), "bits": bits["eval_bits_per_char"]}
-    loaded = load_generators(folders)
-    speeds, shares = generate_speeds(loaded, size)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)  # before loading: an ONNX Runtime session takes torch's thread count at load
+    try:
+        loaded = load_generators(folders)
+        speeds, shares = generate_speeds(loaded, size)
+    finally:
+        torch.set_num_threads(threads)
     for method, pair in loaded.items():
         if method in speeds:
             results[method]["speeds"] = speeds[method]

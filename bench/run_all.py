@@ -62,7 +62,10 @@ SMALL: dict[str, Size] = {
     # The tiny Llama pre-trained 60 s instead of 90 s before SFT (~2.5 min).
     "sft_stops": Size(constants={"PRETRAIN_BUDGET": "60s"}),
     # MiniLM fine-tuned on 1,500 SUBJ rows, 500 test rows, 2 interleaved eval rounds (full: 4,000 / 1,000 / 3).
-    "compress": Size(constants={"TRAIN_ROWS": 1500, "TEST_ROWS": 500, "REPEATS": 2}),
+    "compress": Size(constants={"TRAIN_ROWS": 1500, "TEST_ROWS": 500, "REPEATS": 2,
+                                "LM_FULL": lambda m: m.LmSize(**{**vars(m.LM_FULL), "budget": "4m", "rounds": 2})}),
+    # 1,024 training rows, 400 evaluation rows, LM teacher 4 min + 2 x 60 s students (full: ~80 min).
+    "distill_prune": Size(quick=True),
     # The same ~160M Llama base (pre-trained once, then reused), 6 LoRA steps and 16 eval rows per run (full: 10 / 32).
     "qlora_memory": Size(constants={"FULL": lambda m: m.Plan(**{**vars(m.FULL), "finetune_steps": 6, "eval_rows": 16})}),
 }
