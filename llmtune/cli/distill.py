@@ -9,13 +9,16 @@ from llmtune.cli import _options as o
 from llmtune.cli._common import print_summary, resolve_config
 
 HELP = ("Distil a teacher into a smaller student: loss = alpha x T^2 x KL(teacher || student) + (1 - alpha) x task "
-        "loss (classification or language modelling).")
+        "loss (classification, language modelling, generation on instruction data, extractive QA).")
 EXAMPLES = (
     "Examples:\n\n"
     "  llmtune distill --teacher runs/cls-minilm --student runs/bert-small -t classification -d train.csv "
     "-o runs/cls-distilled\n\n"
     "  llmtune distill --teacher runs/llama-small --student-arch llama --student-size tiny -t lm -d corpus/ "
     "--time-budget 10m -o runs/llama-distilled\n\n"
+    "  llmtune distill --teacher runs/llama-sft --student-arch llama --student-size tiny -t generation "
+    "-d builtin:instructions -o runs/sft-distilled   (KL on the response tokens only)\n\n"
+    "  llmtune distill --teacher runs/qa-minilm --student runs/bert-small -t qa -d builtin:qa -o runs/qa-distilled\n\n"
     "  llmtune distill ... --temperature 4 --alpha 0.9   (more weight on the teacher; docs/distill-prune.md)"
 )
 
@@ -25,6 +28,8 @@ class DistillTask(str, Enum):
 
     classification = "classification"
     lm = "lm"
+    generation = "generation"
+    qa = "qa"
 
 
 class StudentArch(str, Enum):
@@ -49,6 +54,7 @@ def distill(
     eval_dataset: o.EvalDataset = None,
     text_column: o.TextColumn = None,
     label_column: o.LabelColumn = None,
+    data_format: o.Format = None,
     max_samples: o.MaxSamples = None,
     output_dir: o.OutputDir = None,
     epochs: o.Epochs = None,

@@ -8,22 +8,29 @@ moved to the student's device on first use) then sees exactly the batch the stud
 are computed live each step, not cached: caching would pin one epoch's dropout-free logits to disk for
 a saving that only matters for several epochs over big data.
 
-The loss is task-agnostic: it needs logits over the same classes (or vocabulary) and a mask of the
-positions that count, which the labels give (``-100`` = ignored). ``shift`` says the logits at position
-``t`` predict label ``t + 1`` (causal LMs). Both weighted terms are kept (``DistillLog``) so the run
+The loss is task-agnostic: a ``LogitView`` says, per task, which ``(student logits, teacher logits,
+mask)`` pairs the KL compares and what the task term is. ``LabelLogits`` covers classification, LM and
+generation: one pair over classes (or the vocabulary), counted where the labels are not ``-100`` (so a
+generation batch, whose labels mask the prompt, is distilled on its response tokens only), with ``shift``
+for causal LMs (logits at ``t`` predict label ``t + 1``). ``SpanLogits`` covers extractive QA: two pairs,
+start and end logits over the window's positions (padding masked out of both softmaxes), averaged, and
+the model's own QA loss as the task term. Both weighted terms are kept (``DistillLog``) so the run
 reports how much of the loss came from each.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from transformers import TrainerCallback
 
 from llmtune.modeling import IGNORE
 
 _TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "use_cache")
+_PADDING_LOGIT = -1e4  # QA: padded positions get (almost) no probability in either model's softmax
+
+Pair = tuple[Any, Any, Any]  # student logits [..., C], teacher logits [..., C], mask [...] of the rows that count
 
 
 def kd_term(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
@@ -52,6 +59,71 @@ def task_term(logits: Any, labels: Any, shift: bool) -> Any:
         logits, labels = logits[..., :-1, :], labels[..., 1:]
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
+
+
+class LogitView(Protocol):
+    """How a task's outputs become the KL's logit pairs and its task term."""
+
+    def pairs(self, student: Any, teacher: Any, labels: Any, inputs: dict[str, Any]) -> list[Pair]:
+        """``(student logits, teacher logits, mask)`` per compared distribution (``inputs``: the batch)."""
+
+    def task(self, student: Any, labels: Any, denominator: Any) -> Any:
+        """The task term (a scalar) for the student's outputs."""
+
+    def counted(self, student: Any, labels: Any) -> Any:
+        """The mask of the rows (positions) that count, for the denominator when the Trainer gives none."""
+
+
+@dataclass(frozen=True)
+class LabelLogits:
+    """One distribution per labelled row or token: ``logits`` over classes or the vocabulary, masked by labels.
+
+    Attributes:
+        shift: Causal LM: logits at ``t`` predict label ``t + 1`` (the last position predicts nothing).
+    """
+
+    shift: bool = False
+
+    def counted(self, student: Any, labels: Any) -> Any:
+        return (labels[..., 1:] if self.shift else labels) != IGNORE
+
+    def pairs(self, student: Any, teacher: Any, labels: Any, inputs: dict[str, Any]) -> list[Pair]:
+        s, t = student["logits"], teacher["logits"]
+        if self.shift:
+            s, t = s[..., :-1, :], t[..., :-1, :]
+        return [(s, t, self.counted(student, labels))]
+
+    def task(self, student: Any, labels: Any, denominator: Any) -> Any:
+        return task_term(student["logits"], labels, self.shift) / denominator
+
+
+@dataclass(frozen=True)
+class SpanLogits:
+    """Extractive QA: start and end logits over a window's positions, one distribution each per window.
+
+    The task term is the model's own QA loss (it got the start/end positions); padded positions are
+    pushed out of both models' softmaxes so the KL compares the real tokens only.
+    """
+
+    def counted(self, student: Any, labels: Any) -> Any:
+        import torch
+
+        return torch.ones(student["start_logits"].shape[0], dtype=torch.bool, device=student["start_logits"].device)
+
+    def pairs(self, student: Any, teacher: Any, labels: Any, inputs: dict[str, Any]) -> list[Pair]:
+        rows, padding = self.counted(student, labels), inputs.get("attention_mask")
+        out = []
+        for key in ("start_logits", "end_logits"):
+            s, t = student[key].float(), teacher[key].float()
+            if padding is not None:
+                s, t = (x.masked_fill(padding == 0, _PADDING_LOGIT) for x in (s, t))
+            out.append((s, t, rows))
+        return out
+
+    def task(self, student: Any, labels: Any, denominator: Any) -> Any:
+        if student.get("loss") is None:
+            raise ValueError("the QA student returned no loss: its batch has no start_positions/end_positions")
+        return student["loss"]
 
 
 @dataclass
@@ -93,18 +165,23 @@ class DistillLoss:
         teacher: The teacher model; put in eval mode with gradients off.
         temperature: Softmax temperature T (> 0).
         alpha: Weight of the KL term (0..1).
-        shift: Causal LM: logits at ``t`` predict label ``t + 1``.
+        shift: Causal LM: logits at ``t`` predict label ``t + 1`` (``LabelLogits(shift)``; ignored with ``view``).
         task_loss: ``f(outputs, labels, num_items_in_batch)`` for the task term (e.g. class-weighted);
-            None: plain cross-entropy over the counted positions.
+            None: the view's (cross-entropy over the counted positions; QA: the model's loss).
+        view: The task's ``LogitView`` (None: ``LabelLogits(shift)``).
 
-    In evaluation (the student not training) only the task term is returned, so ``eval_loss`` and what
-    is derived from it (perplexity, bits per character) compare with runs trained without a teacher.
+    The KL term is ``T^2 * KL`` summed over the counted rows of each pair, divided by the same denominator
+    as the task term (the Trainer's ``num_items_in_batch``, else the counted rows), averaged over the
+    pairs (QA: start and end). In evaluation (the student not training) only the task term is returned,
+    so ``eval_loss`` and what is derived from it (perplexity, bits per character) compare with runs
+    trained without a teacher.
     """
 
     def __init__(self, student: Any, teacher: Any, temperature: float, alpha: float, shift: bool = False,
-                 task_loss: Optional[Callable[..., Any]] = None) -> None:
+                 task_loss: Optional[Callable[..., Any]] = None, view: Optional[LogitView] = None) -> None:
         self.student, self.teacher = student, teacher.eval().requires_grad_(False)
-        self.temperature, self.alpha, self.shift, self.task_loss = temperature, alpha, shift, task_loss
+        self.temperature, self.alpha, self.task_loss = temperature, alpha, task_loss
+        self.view: LogitView = view if view is not None else LabelLogits(shift)
         self.log = DistillLog()
         self.inputs: dict[str, Any] = {}
         student.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
@@ -112,33 +189,35 @@ class DistillLoss:
     def _keep_inputs(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.inputs = {k: v for k, v in kwargs.items() if k in _TEACHER_INPUTS}
 
-    def teacher_logits(self, device: Any) -> Any:
-        """The teacher's logits for the batch the student just saw (no gradients)."""
+    def teacher_outputs(self, device: Any) -> Any:
+        """The teacher's outputs for the batch the student just saw (no gradients)."""
         import torch
 
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
         with torch.no_grad():
-            return self.teacher(**self.inputs)["logits"]
+            return self.teacher(**self.inputs)
 
     def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        logits = outputs["logits"]
-        counted = (labels[..., 1:] if self.shift else labels) != IGNORE
-        denominator = num_items_in_batch if num_items_in_batch is not None else counted.sum().clamp(min=1)
+        denominator = num_items_in_batch if num_items_in_batch is not None else \
+            self.view.counted(outputs, labels).sum().clamp(min=1)
         task = (self.task_loss(outputs, labels, num_items_in_batch) if self.task_loss is not None
-                else task_term(logits, labels, self.shift) / denominator)
+                else self.view.task(outputs, labels, denominator))
         if not self.student.training or self.alpha == 0:
             if self.student.training:
                 self.log.add(0.0, float(task.detach()))
             return task
-        teacher = self.teacher_logits(logits.device)
-        if teacher.shape[-1] != logits.shape[-1]:
-            raise ValueError(f"teacher logits have {teacher.shape[-1]} classes, the student's {logits.shape[-1]}")
-        student_part, teacher_part = (logits[..., :-1, :], teacher[..., :-1, :]) if self.shift else (logits, teacher)
-        kd = (kd_term(student_part, teacher_part, self.temperature) * counted).sum() / denominator
+        pairs = self.view.pairs(outputs, self.teacher_outputs(task.device), labels, self.inputs)
+        kd = sum(self.kd(student, teacher, mask, denominator) for student, teacher, mask in pairs) / len(pairs)
         kd_weighted, task_weighted = self.alpha * kd, (1 - self.alpha) * task
         self.log.add(float(kd_weighted.detach()), float(task_weighted.detach()))
         return kd_weighted + task_weighted
+
+    def kd(self, student: Any, teacher: Any, mask: Any, denominator: Any) -> Any:
+        """``T^2 * KL`` summed over the rows ``mask`` counts, divided by ``denominator``."""
+        if teacher.shape[-1] != student.shape[-1]:
+            raise ValueError(f"teacher logits have {teacher.shape[-1]} classes, the student's {student.shape[-1]}")
+        return (kd_term(student, teacher, self.temperature) * mask).sum() / denominator
 
 
 class DistillLogCallback(TrainerCallback):

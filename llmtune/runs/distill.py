@@ -1,14 +1,18 @@
 """``llmtune distill``: train a small student on a teacher's output distribution -> run dir.
 
-    teacher + student checks -> data -> task features (tasks.classification / tasks.lm)
-        -> student (pretrained, or built from --student-arch/--student-size on the teacher's tokenizer)
-        -> engine with ``engine.distill.DistillLoss`` as the task-level loss -> evaluate -> save
+    teacher + student checks -> data -> task features (the registry's classification / qa / generation
+    task, tasks.lm for -t lm) -> student (pretrained, or built from --student-arch/--student-size on the
+    teacher's tokenizer) -> engine with ``engine.distill.DistillLoss`` as the task-level loss -> evaluate -> save
 
-The runner reuses the lower layers only: the tasks' own ``prepare``/collators and the shared engine, so
-a distilled student is a normal run dir that every command loads. Classification needs the teacher's
-label names to equal the data's (and the student's, when it has a head); LM distillation needs one
-tokenizer for both (checked by vocabulary, naming both sizes). Unlabelled text is enough for LM: the
-task term is next-token prediction on the same text.
+The runner reuses the lower layers only: the tasks' own ``prepare``/collators/metrics (the very ones
+``llmtune finetune`` uses, so a generation row is rendered, chat-templated and masked exactly as in
+fine-tuning) and the shared engine, so a distilled student is a normal run dir that every command loads.
+Every task reads the teacher's tokenization: classification needs the teacher's label names to equal the
+data's (and the student's, when it has a head); LM, generation and QA need one tokenizer for both (checked
+by vocabulary, naming both sizes; for QA the windows and answer offsets must line up). Unlabelled text is
+enough for LM: the task term is next-token prediction on the same text. The task fixes which logits the
+KL compares (``engine.distill``): class or token logits where the labels count (generation: the response
+tokens only), start and end logits for QA.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from llmtune.errors import ConfigError, DataError, ModelError
 from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
 from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 
-TASKS_TAKEN = ("classification", "lm")
+TASKS_TAKEN = ("classification", "lm", "generation", "qa")
+# What each task's teacher must be (architecture name endings) and, for the refusal, what that is called.
+_CAUSAL = ("ForCausalLM", "LMHeadModel")
+TEACHER_HEADS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classification": (("ForSequenceClassification",), "a classification"),
+    "lm": (_CAUSAL, "a causal LM"),
+    "generation": (_CAUSAL, "a causal LM"),
+    "qa": (("ForQuestionAnswering",), "an extractive question-answering"),
+}
 
 
 @dataclass
@@ -38,7 +50,7 @@ class _Prepared:
     train: Any
     eval: Optional[Any]
     parts: dict[str, Any]
-    shift: bool
+    view: Any  # engine.distill.LogitView: which logits the KL compares
 
 
 def run(cfg: RunConfig) -> RunResult:
@@ -69,7 +81,7 @@ def check_request(cfg: RunConfig) -> str:
 
     d = cfg.distill
     if cfg.task not in TASKS_TAKEN:
-        raise ConfigError(f"distill takes --task classification or lm, not {cfg.task!r}")
+        raise ConfigError(f"distill takes --task {', '.join(TASKS_TAKEN)}, not {cfg.task!r}")
     if not d.teacher:
         raise ConfigError("distill needs a teacher; pass --teacher MODEL_FOLDER_OR_RUN_DIR")
     if cfg.data.dataset is None:
@@ -97,53 +109,71 @@ def _adapter_of(name: str, split: Callable[[str], tuple[str, Optional[Path]]]) -
 
 def _prepare(cfg: RunConfig, teacher_path: str) -> _Prepared:
     from llmtune.data.loading import load_task_data
-    from llmtune.modeling import model_tokenizer
+    from llmtune.modeling import load_pretrained, model_tokenizer
     from llmtune.tasks.registry import TASKS
 
-    data = load_task_data(cfg.data, TASKS["classification" if cfg.task == "classification" else "lm"].columns,
-                          seed=cfg.train.seed)
+    config = load_pretrained(teacher_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
+    check_teacher_head(str(cfg.task), [str(a) for a in config.architectures or []], cfg.distill.teacher or teacher_path)
+    data = load_task_data(cfg.data, TASKS[str(cfg.task)].columns, seed=cfg.train.seed)
     for note in data.notes:
         log(note)
     tokenizer = model_tokenizer(cfg, teacher_path)
     if cfg.model.name_or_path:
         check_same_tokenizer(model_tokenizer(cfg, cfg.model.name_or_path), tokenizer, cfg.model.name_or_path,
-                             cfg.distill.teacher or teacher_path)
-    if cfg.task == "classification":
-        return _classification(cfg, teacher_path, data, tokenizer)
+                             cfg.distill.teacher or teacher_path,
+                             " (QA windows and answer offsets must line up)" if cfg.task == "qa" else "")
+    if cfg.task in ("classification", "qa"):
+        return _with_head(cfg, teacher_path, data, tokenizer, config)
+    if cfg.task == "generation":
+        return _generation(cfg, teacher_path, data, tokenizer)
     return _language_model(cfg, teacher_path, data, tokenizer)
 
 
-def check_same_tokenizer(student_tok: Any, teacher_tok: Any, student: str, teacher: str) -> None:
+def check_teacher_head(task: str, architectures: list[str], teacher: str) -> None:
+    """Refuse a teacher whose head does not do ``task`` (a classifier for -t qa...), naming the task it fits."""
+    heads, what = TEACHER_HEADS[task]
+    if any(a.endswith(heads) for a in architectures):
+        return
+    fits = next((name for name, (h, _) in TEACHER_HEADS.items() if any(a.endswith(h) for a in architectures)), None)
+    hint = f"for it pass -t {fits}" if fits else \
+        ("pre-train one first with `llmtune pretrain`" if task == "lm" else
+         f"fine-tune one first with `llmtune finetune -t {task}`")
+    raise ModelError(f"-t {task} distils {what} teacher; {teacher} is "
+                     f"{', '.join(architectures) or 'of no known architecture'} ({hint})")
+
+
+def check_same_tokenizer(student_tok: Any, teacher_tok: Any, student: str, teacher: str, why: str = "") -> None:
     """Refuse a student whose tokenizer differs from the teacher's (the teacher reads the student's input ids)."""
     if len(student_tok) != len(teacher_tok) or student_tok.get_vocab() != teacher_tok.get_vocab():
         raise ModelError(f"student {student} and teacher {teacher} do not share a tokenizer (vocab {len(student_tok)} "
-                         f"vs {len(teacher_tok)} tokens); distil into a student with the teacher's tokenizer, e.g. "
-                         "--student-arch llama --student-size tiny")
+                         f"vs {len(teacher_tok)} tokens){why}; distil into a student with the teacher's tokenizer, "
+                         "e.g. --student-arch llama --student-size tiny")
 
 
-def _classification(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any) -> _Prepared:
+def _with_head(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any, teacher_config: Any) -> _Prepared:
+    """Classification or QA: the registry task's features, a student with the task's head, the teacher."""
+    from llmtune.engine.distill import LabelLogits, SpanLogits
     from llmtune.modeling import capped_max_length, load_pretrained
     from llmtune.tasks.base import training_task
 
     task = training_task(cfg)
-    teacher_config = load_pretrained(teacher_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
-    if not any(str(a).endswith("ForSequenceClassification") for a in teacher_config.architectures or []):
-        raise ModelError(f"the teacher {cfg.distill.teacher} has no classification head "
-                         f"({', '.join(teacher_config.architectures or ['no architectures'])}); fine-tune it first "
-                         "with `llmtune finetune -t classification`")
+    task.check_tokenizer(tokenizer)
     with datasets_progress(len(data.train) >= PROGRESS_ROWS):
         features = task.prepare(data, tokenizer, capped_max_length(cfg.train.max_length, teacher_config, tokenizer))
     for note in features.notes:
         log(note)
-    names = task.space.names
-    if task.space.multi_label:
-        raise DataError("distill supports single-label classification only; the data has multi-label rows")
-    check_labels(list(teacher_config.id2label.values()), names, f"teacher {cfg.distill.teacher}")
+    names = None
+    if cfg.task == "classification":
+        names = task.space.names
+        if task.space.multi_label:
+            raise DataError("distill supports single-label classification only; the data has multi-label rows")
+        check_labels(list(teacher_config.id2label.values()), names, f"teacher {cfg.distill.teacher}")
     student, new = _student(cfg, task.auto_class, tokenizer, task.model_kwargs(), names)
     teacher = load_pretrained(teacher_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                               allow_pickle=cfg.model.allow_pickle)
+    view = LabelLogits() if cfg.task == "classification" else SpanLogits()
     return _Prepared(task, tokenizer, student, teacher, features.train, features.eval,
-                     {**task.engine_parts(tokenizer), "new_parameters": new}, shift=False)
+                     {**task.engine_parts(tokenizer), "new_parameters": new}, view=view)
 
 
 def check_labels(model_names: list[str], data_names: list[str], who: str) -> None:
@@ -196,17 +226,12 @@ def _student(cfg: RunConfig, auto_class: str, tokenizer: Any, kwargs: dict[str, 
 
 
 def _language_model(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any) -> _Prepared:
-    from llmtune.modeling import capped_max_length, load_pretrained
+    from llmtune.engine.distill import LabelLogits
+    from llmtune.modeling import capped_max_length
     from llmtune.tasks.lm import LanguageModelTask, text_units_per_token
 
     task = LanguageModelTask(masked=False)
-    config = load_pretrained(teacher_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
-    heads = [str(a) for a in config.architectures or []]
-    if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in heads):
-        raise ModelError(f"-t lm distils a causal LM teacher; {cfg.distill.teacher} is "
-                         f"{', '.join(heads) or 'of no known architecture'} (for a classifier pass -t classification)")
-    teacher = load_pretrained(teacher_path, "AutoModelForCausalLM", trust_remote_code=cfg.model.trust_remote_code,
-                              allow_pickle=cfg.model.allow_pickle)
+    teacher = _causal_teacher(cfg, teacher_path)
     block = capped_max_length(cfg.train.max_length, teacher.config, tokenizer)
     with datasets_progress(len(data.train) >= PROGRESS_ROWS):
         train = task.preprocess(data.train, tokenizer, block, desc="packing train")
@@ -216,16 +241,50 @@ def _language_model(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any
         raise DataError(f"the training text is too short for one block of {block} tokens; add text or lower "
                         "--set train.max_length")
     evaluation = evaluation if evaluation is not None and len(evaluation) else None
+    student = _causal_student(cfg, tokenizer, teacher)
+    units = text_units_per_token(evaluation if evaluation is not None else train, block)
+    log(f"data: {len(train)} training blocks, {len(evaluation) if evaluation is not None else 0} evaluation blocks "
+        f"of {block} tokens")
+    parts = {"collator": task.collator(tokenizer), "derive_metrics": _text_metrics(units)}
+    return _Prepared(task, tokenizer, student, teacher, train, evaluation, parts, view=LabelLogits(shift=True))
+
+
+def _generation(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any) -> _Prepared:
+    """Instruction / chat / completion rows through finetune's generation task: the same rendering, chat
+    template and labels (prompt tokens -100), which are also the KL's mask (response tokens only)."""
+    from llmtune.engine.distill import LabelLogits
+    from llmtune.modeling import capped_max_length
+    from llmtune.tasks.base import training_task
+
+    task = training_task(cfg)
+    task.check_tokenizer(tokenizer)
+    teacher = _causal_teacher(cfg, teacher_path)
+    with datasets_progress(len(data.train) >= PROGRESS_ROWS):
+        features = task.prepare(data, tokenizer, capped_max_length(cfg.train.max_length, teacher.config, tokenizer))
+    for note in features.notes:
+        log(note)
+    student = _causal_student(cfg, tokenizer, teacher)
+    for model in (student, teacher):  # generate stops at eos; packing only where the attention isolates examples
+        task.check_model(model)
+    return _Prepared(task, tokenizer, student, teacher, features.train, features.eval, task.engine_parts(tokenizer),
+                     view=LabelLogits(shift=True))
+
+
+def _causal_teacher(cfg: RunConfig, teacher_path: str) -> Any:
+    from llmtune.modeling import load_pretrained
+
+    return load_pretrained(teacher_path, "AutoModelForCausalLM", trust_remote_code=cfg.model.trust_remote_code,
+                           allow_pickle=cfg.model.allow_pickle)
+
+
+def _causal_student(cfg: RunConfig, tokenizer: Any, teacher: Any) -> Any:
+    """The causal-LM student on the teacher's vocabulary; refused when its output rows differ (logits must align)."""
     student, _ = _student(cfg, "AutoModelForCausalLM", tokenizer, {}, vocab_size=teacher.config.vocab_size)
     rows_s, rows_t = student.get_output_embeddings().weight.shape[0], teacher.get_output_embeddings().weight.shape[0]
     if rows_s != rows_t:
         raise ModelError(f"student and teacher vocab sizes differ ({rows_s} vs {rows_t} output rows); they must share "
                          "the tokenizer and vocabulary: build the student with --student-arch/--student-size")
-    units = text_units_per_token(evaluation if evaluation is not None else train, block)
-    log(f"data: {len(train)} training blocks, {len(evaluation) if evaluation is not None else 0} evaluation blocks "
-        f"of {block} tokens")
-    parts = {"collator": task.collator(tokenizer), "derive_metrics": _text_metrics(units)}
-    return _Prepared(task, tokenizer, student, teacher, train, evaluation, parts, shift=True)
+    return student
 
 
 def _text_metrics(units: dict[str, float]) -> Callable[[dict[str, float], str], dict[str, float]]:
@@ -250,8 +309,8 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
     cfg = budget.cfg
     parts = dict(p.parts)
     derive = parts.pop("derive_metrics", None)
-    loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha, shift=p.shift,
-                       task_loss=parts.pop("compute_loss", None))
+    loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha,
+                       task_loss=parts.pop("compute_loss", None), view=p.view)
     log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
         f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits computed live each step (not cached)")
     callbacks = [*parts.pop("callbacks", []), *budget.callbacks]

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmtune.engine.distill import DistillLog, DistillLoss, kd_term, task_term  # noqa: E402
+from llmtune.engine.distill import DistillLog, DistillLoss, SpanLogits, kd_term, task_term  # noqa: E402
 
 
 class _Logits(torch.nn.Module):
@@ -62,6 +62,50 @@ def test_evaluation_returns_the_task_loss_only_and_ignored_positions_do_not_coun
         _kl([0.75, 0.25], [0.5, 0.5]), abs=1e-6)
     student.eval()
     assert loss(student(input_ids=torch.zeros(1, 3)), labels).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_generation_kl_counts_only_response_tokens_with_the_labels_mask():
+    # 1 sequence of 4 tokens over a 2-token vocabulary. Labels mask the prompt (positions 0, 1) with -100;
+    # shifted, logits at 1 predict label 2 and logits at 2 predict label 3: those 2 positions count.
+    teacher = _Logits([[[9.0, -9.0], [math.log(3), 0.0], [0.0, math.log(3)], [7.0, 0.0]]])
+    student = _Logits([[[-9.0, 9.0], [0.0, 0.0], [0.0, 0.0], [0.0, 7.0]]])
+    labels = torch.tensor([[-100, -100, 0, 1]])
+    kl = _kl([0.75, 0.25], [0.5, 0.5])  # position 1, by hand; position 2 is the mirror image, the same value
+    loss = DistillLoss(student, teacher, temperature=1.0, alpha=0.5, shift=True)
+    student.train()
+    value = loss(student(input_ids=torch.zeros(1, 4)), labels)
+    ce = math.log(2)  # the student predicts [0.5, 0.5] at both counted positions
+    assert value.item() == pytest.approx(0.5 * (kl + kl) / 2 + 0.5 * ce, abs=1e-6)
+    # the masked prompt positions 0 and 3 (which would add ~18 and ~7 nats of KL) contributed nothing
+    assert loss.log.take()["distill_kd_term"] == pytest.approx(0.5 * kl, abs=1e-6)
+
+
+class _Spans(torch.nn.Module):
+    """A QA 'model': fixed start/end logits and a fixed QA loss."""
+
+    def __init__(self, start, end, loss=0.0):
+        super().__init__()
+        self.start, self.end, self.loss = torch.tensor(start), torch.tensor(end), loss
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids=None, attention_mask=None, start_positions=None, end_positions=None):
+        return {"loss": torch.tensor(self.loss) + 0 * self.dummy, "start_logits": self.start + 0 * self.dummy,
+                "end_logits": self.end + 0 * self.dummy}
+
+
+def test_qa_kl_averages_start_and_end_and_ignores_padding():
+    # 1 window of 3 positions, the last one padding: it must not take any probability in either model.
+    teacher = _Spans([[math.log(3), 0.0, 50.0]], [[0.0, 0.0, -50.0]])
+    student = _Spans([[0.0, 0.0, -50.0]], [[math.log(3), 0.0, 50.0]], loss=1.5)
+    loss = DistillLoss(student, teacher, temperature=1.0, alpha=0.5, view=SpanLogits())
+    student.train()
+    mask = torch.tensor([[1, 1, 0]])
+    value = loss(student(input_ids=torch.zeros(1, 3), attention_mask=mask, start_positions=torch.tensor([0]),
+                         end_positions=torch.tensor([0])), None)
+    start, end = _kl([0.75, 0.25], [0.5, 0.5]), _kl([0.5, 0.5], [0.75, 0.25])
+    assert value.item() == pytest.approx(0.5 * (start + end) / 2 + 0.5 * 1.5, abs=1e-5)
+    student.eval()  # evaluation: the QA loss alone
+    assert loss(student(input_ids=torch.zeros(1, 3), attention_mask=mask), None).item() == pytest.approx(1.5)
 
 
 def test_log_summary_gives_each_terms_share():
