@@ -20,6 +20,7 @@ reports how much of the loss came from each.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
@@ -64,6 +65,8 @@ def task_term(logits: Any, labels: Any, shift: bool) -> Any:
 class LogitView(Protocol):
     """How a task's outputs become the KL's logit pairs and its task term."""
 
+    uses_labels: bool  # False: the batch has no ``labels`` (QA's start/end positions go to the model itself)
+
     def pairs(self, student: Any, teacher: Any, labels: Any, inputs: dict[str, Any]) -> list[Pair]:
         """``(student logits, teacher logits, mask)`` per compared distribution (``inputs``: the batch)."""
 
@@ -83,6 +86,7 @@ class LabelLogits:
     """
 
     shift: bool = False
+    uses_labels: bool = True
 
     def counted(self, student: Any, labels: Any) -> Any:
         return (labels[..., 1:] if self.shift else labels) != IGNORE
@@ -105,6 +109,8 @@ class SpanLogits:
     pushed out of both models' softmaxes so the KL compares the real tokens only.
     """
 
+    uses_labels: bool = False
+
     def counted(self, student: Any, labels: Any) -> Any:
         import torch
 
@@ -124,6 +130,20 @@ class SpanLogits:
         if student.get("loss") is None:
             raise ValueError("the QA student returned no loss: its batch has no start_positions/end_positions")
         return student["loss"]
+
+
+class _NoLabelsExpected(logging.Filter):
+    """Drop the Trainer's per-step warning that ``compute_loss_func`` got ``labels=None``: a view that does not
+    use labels (QA) expects exactly that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`compute_loss_func` is defined but `labels=None`" not in str(record.msg)
+
+
+def _expect_no_labels() -> None:
+    logger = logging.getLogger("transformers.trainer")
+    if not any(isinstance(f, _NoLabelsExpected) for f in logger.filters):
+        logger.addFilter(_NoLabelsExpected())
 
 
 @dataclass
@@ -182,6 +202,8 @@ class DistillLoss:
         self.student, self.teacher = student, teacher.eval().requires_grad_(False)
         self.temperature, self.alpha, self.task_loss = temperature, alpha, task_loss
         self.view: LogitView = view if view is not None else LabelLogits(shift)
+        if not self.view.uses_labels:
+            _expect_no_labels()
         self.log = DistillLog()
         self.inputs: dict[str, Any] = {}
         student.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
