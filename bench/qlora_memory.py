@@ -35,6 +35,10 @@ quantization) is subtracted on both sides. Targets: that int8/fp32 ratio <= 0.6 
 2 %. Informational rows, nothing hidden: peak RssAnon alone (same subtraction), the whole-process peak VmRSS,
 ``ru_maxrss`` and the steady step time.
 
+Time (a loaded 2-core machine, other jobs using ~50 % of it): building the base ~1 min once; then per LoRA step
+~16-31 s on fp32 and ~52-74 s on int8 (torchao dequantizes per matmul on CPU), plus ~2 min of loading, eval,
+samples and saving per run: full size (4 steps) ~8-9 min, ``run_all``'s 2 steps ~5.5 min; less on quiet cores.
+
     .venv/bin/python bench/qlora_memory.py [--quick] [--fresh]
 """
 
@@ -81,7 +85,7 @@ class Plan:
     eval_rows: int  # builtin:instructions validation rows scored at the end
 
 
-FULL = Plan(layers=24, finetune_steps=6, batch_size=2, max_length=128, eval_rows=8)
+FULL = Plan(layers=24, finetune_steps=4, batch_size=2, max_length=128, eval_rows=8)
 QUICK = Plan(layers=1, finetune_steps=2, batch_size=2, max_length=64, eval_rows=4)
 VOCAB = 8000
 MEMORY_TARGET, LOSS_TOLERANCE = 0.6, 0.02
@@ -218,7 +222,7 @@ def traced(argv: Sequence[str], log_path: Path) -> Trace:
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})  # lines timed as printed
     lines: list[tuple[float, str]] = []
-    with log_path.open("w", encoding="utf-8") as log:
+    with log_path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: a killed run keeps its log
         reader = threading.Thread(target=_read, args=(proc, log, lines, start), daemon=True)
         reader.start()
         samples, sample = [], Sampler(proc.pid, start)

@@ -66,8 +66,8 @@ SMALL: dict[str, Size] = {
                                 "LM_FULL": lambda m: m.LmSize(**{**vars(m.LM_FULL), "budget": "4m", "rounds": 2})}),
     # 1,024 training rows, 400 evaluation rows, LM teacher 4 min + 2 x 60 s students (full: ~80 min).
     "distill_prune": Size(quick=True),
-    # The same untrained ~317M Llama base (built once, then reused), 3 LoRA steps and 4 eval rows per run (full: 6 / 8).
-    "qlora_memory": Size(constants={"FULL": lambda m: m.Plan(**{**vars(m.FULL), "finetune_steps": 3, "eval_rows": 4})}),
+    # The same untrained ~317M Llama base (built once, then reused), 2 LoRA steps and 4 eval rows per run (full: 4 / 8).
+    "qlora_memory": Size(constants={"FULL": lambda m: m.Plan(**{**vars(m.FULL), "finetune_steps": 2, "eval_rows": 4})}),
 }
 
 
