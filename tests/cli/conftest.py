@@ -4,6 +4,8 @@ Each is module-scoped, so every test module builds its own copy (as when each mo
 no module can disturb another's files.
 """
 
+import shutil
+
 import pytest
 from helpers import classification_rows, pretrain_lines, write_csv
 
@@ -30,6 +32,18 @@ def tiny_bert(tmp_path_factory):
     tok.save_pretrained(str(root))
     return root
 
+
+
+@pytest.fixture(scope="module")
+def qa_model(tiny_bert, tmp_path_factory):
+    """A BertForQuestionAnswering (random QA head) on tiny_bert's weights and tokenizer."""
+    from transformers import AutoModelForQuestionAnswering
+
+    root = tmp_path_factory.mktemp("qa")
+    AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert)).save_pretrained(str(root))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_bert / name, root / name)
+    return root
 
 @pytest.fixture(scope="module")
 def cls_data(tmp_path_factory):

@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 
 import pytest
 from helpers import invoke, one_line_error, read_jsonl, save_bert_classifier, save_tiny_llama, write_jsonl
@@ -28,16 +27,6 @@ def sft_teacher(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def qa_teacher(tiny_bert, tmp_path_factory):
-    """A BertForQuestionAnswering (random QA head) on tiny_bert's weights and tokenizer."""
-    from transformers import AutoModelForQuestionAnswering
-
-    root = tmp_path_factory.mktemp("qa-teacher")
-    AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert)).save_pretrained(str(root))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_bert / name, root / name)
-    return root
 
 
 def _steps(run):
@@ -73,12 +62,12 @@ def test_generation_distill_on_instructions_then_generate_and_eval_load_it(sft_t
     assert json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())["eval_perplexity"] > 1
 
 
-def test_qa_distill_then_eval_reproduces_the_runs_exact_match(qa_teacher, tiny_bert, tmp_path):
+def test_qa_distill_then_eval_reproduces_the_runs_exact_match(qa_model, tiny_bert, tmp_path):
     from transformers import AutoModelForQuestionAnswering
 
     dev = write_jsonl(tmp_path / "dev.jsonl", _builtin_rows("qa", "validation", 8))
     out = tmp_path / "qa-student"
-    result = invoke("distill", "--teacher", qa_teacher, "--student", tiny_bert, "-t", "qa", "-d", "builtin:qa",
+    result = invoke("distill", "--teacher", qa_model, "--student", tiny_bert, "-t", "qa", "-d", "builtin:qa",
                     "--max-samples", "24", "--eval-dataset", dev, "-o", out, "--temperature", "2", *FAST)
     assert result.exit_code == 0, result.output
     assert type(AutoModelForQuestionAnswering.from_pretrained(str(out))).__name__ == "BertForQuestionAnswering"
@@ -93,18 +82,18 @@ def test_qa_distill_then_eval_reproduces_the_runs_exact_match(qa_teacher, tiny_b
     assert (scored["eval_exact_match"], scored["eval_f1"]) == (metrics["eval_exact_match"], metrics["eval_f1"])
 
 
-def test_task_and_tokenizer_mismatches_one_line_exit_2(qa_teacher, sft_teacher, tiny_bert, tmp_path):
+def test_task_and_tokenizer_mismatches_one_line_exit_2(qa_model, sft_teacher, tiny_bert, tmp_path):
     classifier = tmp_path / "cls"
     save_bert_classifier(classifier, tiny_bert, ["a", "b"])
     one_line_error(invoke("distill", "--teacher", classifier, "--student", tiny_bert, "-t", "qa", "-d", "builtin:qa",
                           "-o", tmp_path / "a"),
                    "-t qa distils an extractive question-answering teacher", "BertForSequenceClassification",
                    "pass -t classification")
-    one_line_error(invoke("distill", "--teacher", qa_teacher, "--student-arch", "llama", "-t", "generation",
+    one_line_error(invoke("distill", "--teacher", qa_model, "--student-arch", "llama", "-t", "generation",
                           "-d", "builtin:instructions", "-o", tmp_path / "b"),
                    "causal LM teacher", "BertForQuestionAnswering", "pass -t qa")
     one_line_error(invoke("distill", "--teacher", sft_teacher, "--student", tiny_bert, "-t", "generation",
                           "-d", "builtin:instructions", "-o", tmp_path / "c"), "do not share a tokenizer", "vocab")
-    one_line_error(invoke("distill", "--teacher", qa_teacher, "--student", sft_teacher, "-t", "qa",
+    one_line_error(invoke("distill", "--teacher", qa_model, "--student", sft_teacher, "-t", "qa",
                           "-d", "builtin:qa", "-o", tmp_path / "d"), "do not share a tokenizer", "offsets")
     assert not any((tmp_path / name).exists() for name in "abcd")

@@ -214,17 +214,6 @@ def test_generation_response_perplexity_and_generated_scores(tiny_gpt2, tmp_path
         assert 0 <= metrics[key] <= 1
 
 
-@pytest.fixture(scope="module")
-def qa_model(tiny_bert, tmp_path_factory):
-    from transformers import AutoModelForQuestionAnswering
-
-    root = tmp_path_factory.mktemp("qa")
-    AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert)).save_pretrained(str(root))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_bert / name, root / name)
-    return root
-
-
 def test_qa_exact_match_matches_the_predictions(qa_model, tmp_path):
     from llmtune.data.builtin import builtin_dir
 
