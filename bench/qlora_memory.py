@@ -20,23 +20,21 @@ for the resident file-backed pages of memory-mapped ``*.safetensors`` files (the
 as pages written copy-on-write are in RssAnon already); ``ru_maxrss`` from ``wait4`` is kept too. Each run's
 samples are written beside its log (``lora-*-memory.csv``: seconds, RssAnon, VmRSS, checkpoint pages in bytes).
 
-Why file-backed pages are not simply counted: transformers reads the checkpoint through a memory map, so while
-the int8 run loads, every fp32 page it has quantized stays resident (file-backed RSS) beside the int8 copy until
-the map closes. Those are clean page cache that the kernel drops under memory pressure (re-reading them costs
-nothing later: they are read once), so a machine with less free RAM than the fp32 checkpoint still loads and runs
-the int8 path; VmRSS and ``ru_maxrss`` count them anyway. Why they are not simply dropped either: the fp32 run
-loads zero-copy, its weights ARE views of that map (file-backed, not anonymous) and are read on every step, so
-its anonymous memory alone leaves its weights out. Hence the headline, the WORKING SET of a run: the peak over
-samples of RssAnon (what the process allocated) plus, from the moment the model is ready (the ``LoRA r=...``
-line, printed after the int8 run has closed the map) to the end, the resident checkpoint pages still mapped: the
-fp32 run's weights count, the int8 run's transient fp32 pages while quantizing do not. The peak RssAnon of a
-process that only imports the runtime (torch, transformers, peft, datasets: carried by every run, shrunk by no
-quantization) is subtracted on both sides. Targets: that int8/fp32 ratio <= 0.6 and the final eval loss within
-2 %. Informational rows, nothing hidden: peak RssAnon alone (same subtraction), the whole-process peak VmRSS,
-``ru_maxrss`` and the steady step time.
+Why file-backed pages are not simply counted: the fp32 run loads zero-copy, its weights ARE views of the
+checkpoint's memory map (file-backed, not anonymous) and are read on every step, so anonymous memory alone leaves
+its weights out; and transformers' own quantizing load (before ``adapters.quantizing_load``) kept every fp32 page
+it had quantized resident in that map until it closed, clean page cache the kernel would drop under pressure.
+Hence the headline, the WORKING SET of a run: the peak over samples of RssAnon (what the process allocated) plus,
+from the moment the model is ready (the ``LoRA r=...`` line) to the end, the resident checkpoint pages still
+mapped. llmtune's int8 load now reads the checkpoint with pread and never maps it, so for it the two counts agree
+and the whole-process rows (VmRSS, ``ru_maxrss``: 0.58x at the last measurement) tell the same story. The peak
+RssAnon of a process that only imports the runtime (torch, transformers, peft, datasets: carried by every run,
+shrunk by no quantization) is subtracted on both sides. Targets: that int8/fp32 ratio <= 0.6 and the final eval
+loss within 2 %. Informational rows, nothing hidden: peak RssAnon alone (same subtraction), the whole-process peak
+VmRSS, ``ru_maxrss`` and the steady step time.
 
 Time (a loaded 2-core machine, other jobs using ~50 % of it): building the base ~1 min once; then per LoRA step
-~16-31 s on fp32 and ~52-74 s on int8 (torchao dequantizes per matmul on CPU), plus ~2 min of loading, eval,
+~16-31 s on fp32 and ~52-74 s on int8 (before the sliced int8 matmul; quiet: 1.9-2.9 s vs 2.3-3.9 s), plus ~2 min of loading, eval,
 samples and saving per run: full size (4 steps) ~8-9 min, ``run_all``'s 2 steps ~5.5 min; less on quiet cores.
 
     .venv/bin/python bench/qlora_memory.py [--quick] [--fresh]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from llmtune.config.schema import RunConfig
 from llmtune.dist import log
@@ -234,6 +235,54 @@ def _is_torchao(weight: Any) -> bool:
     return type(weight).__module__.startswith("torchao")
 
 
+# Dequantize a frozen int8 weight this many bytes at a time: slices this small come back from the heap
+# each call, whereas whole weights (4-12 MB at 317M parameters) get fresh pages each time or pile up.
+_SLICE_BYTES = 1 << 20
+# glibc's mmap threshold while a quantized base loads and trains (see quantizing_load).
+_MMAP_THRESHOLD = 4 << 20
+
+
+def _int8_parts(weight: Any) -> Optional[tuple[Any, Any]]:
+    """``(qdata, per-row scale)`` of a weight-only torchao ``Int8Tensor`` (``W = qdata * scale``), else None."""
+    qdata, scale = getattr(weight, "qdata", None), getattr(weight, "scale", None)
+    if (type(weight).__name__ != "Int8Tensor" or getattr(weight, "act_quant_kwargs", None) is not None
+            or qdata is None or scale is None or qdata.dim() != 2 or scale.numel() != qdata.shape[0]):
+        return None
+    return qdata, scale.reshape(1, -1)
+
+
+def _slice_rows(qdata: Any, dtype: Any) -> int:
+    import torch
+
+    return max(1, _SLICE_BYTES // (qdata.shape[1] * torch.empty((), dtype=dtype).element_size()))
+
+
+def _int8_linear(x: Any, weight: Any) -> Any:
+    """``x @ W.T`` for a frozen int8 ``weight``, dequantizing ``_SLICE_BYTES`` of it at a time."""
+    import torch
+
+    parts = _int8_parts(weight)
+    if parts is None:  # another torchao layout: its own kernel
+        return torch.nn.functional.linear(x, weight)
+    qdata, scale = parts
+    flat, rows = x.reshape(-1, x.shape[-1]), _slice_rows(qdata, x.dtype)
+    y = torch.cat([flat @ qdata[r:r + rows].to(x.dtype).t() for r in range(0, qdata.shape[0], rows)], dim=-1)
+    return (y * scale.to(x.dtype)).reshape(*x.shape[:-1], qdata.shape[0])
+
+
+def _int8_input_grad(grad: Any, weight: Any) -> Any:
+    """``grad @ W`` (the input's gradient of ``x @ W.T``) for a frozen int8 ``weight``, slice by slice."""
+    parts = _int8_parts(weight)
+    if parts is None:
+        return grad @ weight.dequantize().to(grad.dtype)
+    qdata, scale = parts
+    flat, rows = (grad.reshape(-1, grad.shape[-1]) * scale.to(grad.dtype)), _slice_rows(qdata, grad.dtype)
+    result = flat.new_zeros(flat.shape[0], qdata.shape[1])
+    for r in range(0, qdata.shape[0], rows):
+        result.addmm_(flat[:, r:r + rows], qdata[r:r + rows].to(grad.dtype))
+    return result.reshape(*grad.shape[:-1], qdata.shape[1])
+
+
 @functools.cache
 def _frozen_quantized_linear() -> Any:
     """The autograd function of a frozen torchao-quantized linear layer (built on first use: torch loads lazily).
@@ -241,8 +290,8 @@ def _frozen_quantized_linear() -> Any:
     torchao computes ``x @ W.T`` for an int8 weight by converting ``W`` to the activations' dtype and
     multiplying, above autograd, so autograd keeps that full-precision copy for the backward pass: a
     LoRA step on the int8 base would hold an fp32 copy of every base weight, more than the fp32 base.
-    This function runs torchao's forward without recording it and keeps the quantized weight itself; the
-    backward dequantizes one layer's weight at a time for the input's gradient (the weight is frozen).
+    This function keeps the quantized weight itself and never holds more than ``_SLICE_BYTES`` of it
+    dequantized, forward or backward (the weight is frozen: only the input's gradient is computed).
     """
     import torch
 
@@ -250,11 +299,11 @@ def _frozen_quantized_linear() -> Any:
         @staticmethod
         def forward(ctx: Any, x: Any, layer: Any) -> Any:
             ctx.weight = layer.weight  # the quantized tensor the model holds anyway: nothing new is kept
-            return torch.nn.functional.linear(x, layer.weight)
+            return _int8_linear(x, layer.weight)
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> tuple[Any, None]:
-            return grad @ ctx.weight.dequantize().to(grad.dtype), None
+            return _int8_input_grad(grad, ctx.weight), None
 
     return FrozenQuantizedLinear
 
@@ -305,6 +354,60 @@ def prepare_quantized_base(model: Any) -> int:
     return len(layers)
 
 
+@contextmanager
+def quantizing_load(quantization: dict[str, Any]) -> Iterator[None]:
+    """Around ``from_pretrained`` with ``base_quantization``'s kwargs: load a torchao base without its fp32 copy.
+
+    transformers quantizes each weight as it loads it, but reads the checkpoint through a memory map:
+    every page the quantizer read stays resident while the mapping lives (the whole fp32 model, file
+    pages counted in the process's RSS), and glibc keeps the fp32 temporaries it freed (its mmap
+    threshold grows after the first large free). Here the checkpoint is read with ``pread`` (safetensors'
+    non-mapping backend, which transformers itself uses on Windows) and allocations of ``_MMAP_THRESHOLD``
+    and more get their own mapping, returned to the OS when freed, for the rest of the process (training
+    too: with ``_SLICE_BYTES`` slices, the int8 layers' temporaries stay below it and reuse the heap).
+    Peak RSS while loading a 317M-parameter base fell from 2.95 to 0.76 GB. Other loads are left as they are.
+    """
+    config = quantization.get("quantization_config")
+    if type(config).__name__ != "TorchAoConfig":
+        yield
+        return
+    import transformers.modeling_utils as loading
+
+    opener = loading.safe_open
+
+    def read_with_pread(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("device", "cpu") == "cpu":
+            kwargs["backend"] = "pread"
+        return opener(*args, **kwargs)
+
+    _set_mmap_threshold(_MMAP_THRESHOLD)
+    loading.safe_open = read_with_pread
+    try:
+        yield
+    finally:
+        loading.safe_open = opener
+        _return_freed_memory()
+
+
+def _libc() -> Any:
+    """glibc through ctypes, or None (another C library or platform: the memory tuning is skipped)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def _set_mmap_threshold(size: int) -> None:
+    """Serve allocations of ``size`` bytes and more from their own mappings (glibc ``M_MMAP_THRESHOLD``)."""
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is not None:
+        mallopt(-3, size)  # M_MMAP_THRESHOLD; fixing it also stops glibc raising it after large frees
+
+
 def _return_freed_memory() -> None:
     """Hand the heap pages freed since loading back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
 
@@ -312,15 +415,7 @@ def _return_freed_memory() -> None:
     so without this the int8 run kept ~0.9 GB more than it used (317M-parameter base: 1.59 -> 0.70 GB
     anonymous memory right after loading).
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return
-    trim = getattr(libc, "malloc_trim", None)
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
 

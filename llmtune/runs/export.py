@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llmtune.adapters import ADAPTER_CONFIG, base_quantization, find_adapter, merge_into
+from llmtune.adapters import ADAPTER_CONFIG, base_quantization, find_adapter, merge_into, quantizing_load
 from llmtune.errors import ConfigError, ModelError
 
 MODEL_FILE_PATTERNS = (
@@ -168,7 +168,7 @@ def merge_adapter(adapter: Path, out: Path, base_model: Optional[str], dtype: st
     quantized = base_quantization(_run_quantize_base(adapter), cuda=torch.cuda.is_available())
     try:
         labels = _label_kwargs(adapter) if "Classification" in auto_class else {}
-        with quiet_transformers():
+        with quiet_transformers(), quantizing_load(quantized):
             model = load_pretrained(base, auto_class, dtype=torch.float32, **labels, **quantized)
     except ModelError as exc:
         raise ModelError(f"the adapters' base model {base} cannot be loaded ({exc}); pass it with --base-model") from exc

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from llmtune.adapters import apply_lora, base_quantization, freeze_input_embeddings, freeze_lower_layers, save_merged
+from llmtune.adapters import (apply_lora, base_quantization, freeze_input_embeddings, freeze_lower_layers,
+                              quantizing_load, save_merged)
 from llmtune.config.schema import RunConfig
 from llmtune.dist import is_main_process, log, main_process_first, world_size
 from llmtune.errors import ConfigError, ModelError
@@ -151,13 +152,14 @@ def _model(cfg: RunConfig, task: Any, model_path: str, tokenizer: Any, config: A
 
     from llmtune.modeling import count_parameters, detect_device, dropout_fields, format_params, load_pretrained
 
+    quantization = base_quantization(cfg.lora.quantize_base, detect_device()["cuda"])
     kwargs = {**dropout_fields(config, cfg.model.dropout), **dict(cfg.model.config), **task.model_kwargs(),
-              **base_quantization(cfg.lora.quantize_base, detect_device()["cuda"])}
+              **quantization}
     if cfg.model.ignore_mismatched_sizes:
         kwargs["ignore_mismatched_sizes"] = True
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation
     try:
-        with quiet_transformers():
+        with quiet_transformers(), quantizing_load(quantization):
             model, info = load_pretrained(model_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                                           allow_pickle=cfg.model.allow_pickle, output_loading_info=True, **kwargs)
     except RuntimeError as exc:

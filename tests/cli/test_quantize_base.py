@@ -7,6 +7,7 @@ instead of quantizing ``W + BA`` again.
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from helpers import invoke, one_line_error, save_tiny_llama, write_jsonl
@@ -111,14 +112,18 @@ def _int8_llama(folder):
     return AutoModelForCausalLM.from_pretrained(str(folder), **base_quantization("int8", cuda=False))
 
 
-def test_backward_keeps_the_int8_weight_not_an_fp32_copy(llama):
+@pytest.mark.parametrize("slice_rows", [128, 16])
+def test_backward_keeps_the_int8_weight_not_an_fp32_copy(llama, monkeypatch, slice_rows):
     """torchao's int8 matmul converts W to fp32 above autograd, which would keep that copy for backward."""
     import torch
 
-    from llmtune.adapters import prepare_quantized_base
+    import llmtune.adapters as adapters
 
+    monkeypatch.setattr(adapters, "_SLICE_BYTES", slice_rows * 64 * 4)  # rows of 64 fp32 values: 1 or 8 slices
     layer = _int8_llama(llama).model.layers[0].mlp.up_proj  # 64 -> 128
     x = torch.randn(3, 64, requires_grad=True)
+    with torch.no_grad():
+        torchao_y = layer(x)
 
     def saved_shapes():
         shapes = []
@@ -128,8 +133,9 @@ def test_backward_keeps_the_int8_weight_not_an_fp32_copy(llama):
 
     assert (64, 128) in saved_shapes()  # torchao's own path: an fp32 copy of W.T kept for backward
     x.grad = None
-    assert prepare_quantized_base(layer) == 1
+    assert adapters.prepare_quantized_base(layer) == 1
     assert saved_shapes() == []  # nothing saved: the int8 weight is the module's, the input needs no weight grad
+    assert torch.allclose(layer(x), torchao_y, atol=1e-5)  # the sliced product equals torchao's own
     expected = torch.ones(3, 128) @ layer.weight.dequantize()  # d(sum(x W^T))/dx with the dequantized W
     assert torch.allclose(x.grad, expected, atol=1e-5)
 
@@ -161,6 +167,43 @@ def test_quantized_base_releases_the_checkpoint_mapping(llama, tmp_path):
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     with torch.no_grad():
         assert torch.equal(model(input_ids=x).logits, before)
+
+
+def test_quantizing_load_never_maps_the_checkpoint(llama, tmp_path):
+    """Inside ``quantizing_load`` transformers reads the checkpoint with pread: no page of it is ever mapped."""
+    import shutil
+    import sys
+
+    import torch
+    import transformers.modeling_utils as loading
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps")
+    from llmtune.adapters import base_quantization, quantizing_load
+
+    seen = {}
+    opener = loading.safe_open
+
+    def spy(path, *args, **kwargs):  # whether the file is mapped once transformers has read a tensor of it
+        handle = opener(path, *args, **kwargs)
+        handle.get_slice(next(iter(handle.keys())))[:]
+        seen[Path(path).parent.name] = str(path) in open("/proc/self/maps").read()
+        return handle
+
+    quantization = base_quantization("int8", cuda=False)
+    loading.safe_open = spy
+    try:
+        plain = _int8_llama(shutil.copytree(llama, tmp_path / "plain"))
+        with quantizing_load(quantization):
+            lean = _int8_llama(shutil.copytree(llama, tmp_path / "lean"))
+    finally:
+        loading.safe_open = opener
+    assert seen == {"plain": True, "lean": False}  # transformers' own load maps the file, the lean one does not
+    x = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(lean(input_ids=x).logits, plain(input_ids=x).logits)
+    with quantizing_load({}):  # anything but a torchao base: transformers' own loading
+        assert loading.safe_open is opener
 
 
 def test_save_merged_writes_the_adapted_int8_model_shard_by_shard(qlora_run, llama, tmp_path):
