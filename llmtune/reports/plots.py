@@ -106,6 +106,9 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
 _CURVE_METRICS = ("accuracy", "f1_macro", "exact_match", "f1", "bits_per_char", "perplexity", "f1_micro",
                   "precision_macro", "recall_macro", "bits_per_byte")
 _MAX_METRIC_PANELS = 2
+# Metrics logged both while training and at evaluation (TRL's DPO trainer: ``rewards/accuracies`` and
+# ``eval_rewards/accuracies``...): one panel each, train and eval lines together, after the metric panels.
+_PAIRED_CURVES = (("reward accuracy", "rewards/accuracies"), ("reward margin", "rewards/margins"))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -134,8 +137,9 @@ def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], l
 def curves_png(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
     """Draw training curves from a run's ``logs/metrics.jsonl``.
 
-    Panels: training and evaluation loss against the step, the learning rate, and up to two
-    evaluation metrics (accuracy, F1, exact match, bits per character... whichever were logged).
+    Panels: training and evaluation loss against the step, the learning rate, up to two
+    evaluation metrics (accuracy, F1, exact match, bits per character... whichever were logged) and,
+    for preference tuning (DPO), the reward accuracy and reward margin, train and eval.
 
     Args:
         jsonl_path: The metrics log (``MetricsLogCallback`` writes one object per logged step).
@@ -155,6 +159,10 @@ def curves_png(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
         panels.append(("learning rate", [("lr", lr)]))
     metrics = [(m, _series(records, f"eval_{m}")) for m in _CURVE_METRICS]
     panels += [(f"eval {m}", [(m, s)]) for m, s in metrics if s[0]][:_MAX_METRIC_PANELS]
+    for title, key in _PAIRED_CURVES:
+        lines = [(name, _series(records, k)) for name, k in (("train", key), ("eval", f"eval_{key}"))]
+        if any(s[0] for _, s in lines):
+            panels.append((title, [(name, s) for name, s in lines if s[0]]))
     if not panels:
         return None
     plt = _pyplot()
