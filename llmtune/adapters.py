@@ -252,9 +252,7 @@ def _int8_parts(weight: Any) -> Optional[tuple[Any, Any]]:
 
 
 def _slice_rows(qdata: Any, dtype: Any) -> int:
-    import torch
-
-    return max(1, _SLICE_BYTES // (qdata.shape[1] * torch.empty((), dtype=dtype).element_size()))
+    return max(1, _SLICE_BYTES // (qdata.shape[1] * dtype.itemsize))
 
 
 def _int8_linear(x: Any, weight: Any) -> Any:
