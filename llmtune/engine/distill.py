@@ -4,9 +4,12 @@
 distillation runs on the same Trainer, callbacks, checkpoints and reports as every other run. The
 Trainer hands a ``compute_loss_func`` only the student's outputs and the labels, so the loss attaches a
 forward pre-hook to the student that keeps the batch's inputs; the teacher (eval mode, no gradients,
-moved to the student's device on first use) then sees exactly the batch the student saw. Teacher logits
-are computed live each step, not cached: caching would pin one epoch's dropout-free logits to disk for
-a saving that only matters for several epochs over big data.
+moved to the student's device on first use) then sees exactly the batch the student saw. With
+``cache_rows`` (classification: one logit vector a row) the teacher's logits are kept in memory per row,
+keyed by the row's unpadded token ids, so each row costs one teacher forward pass in the whole run (the
+first epoch) instead of one per epoch; the teacher is in eval mode, so the cached logits are the ones a live
+pass would give (up to float rounding from other padding). Per-position tasks (LM, generation, QA) run the
+teacher live each step: a vocabulary-wide cache per token would not fit in memory. Nothing goes to disk.
 
 The loss is task-agnostic: a ``LogitView`` says, per task, which ``(student logits, teacher logits,
 mask)`` pairs the KL compares and what the task term is. ``LabelLogits`` covers classification, LM and
@@ -177,6 +180,47 @@ class DistillLog:
                 "distill_kd_share": kd / (kd + task) if kd + task > 0 else 0.0}
 
 
+class RowCache:
+    """The teacher's logits per row (one vector a row), keyed by the row's unpadded token ids.
+
+    ``logits`` runs the teacher on the batch's rows it has not seen (a sub-batch) and returns the batch's
+    logits in row order; ``hits``/``misses`` count rows served from memory / computed.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def keys(inputs: dict[str, Any]) -> list[bytes]:
+        """One key per row: its token ids (and token types) where the attention mask is 1."""
+        ids, mask, types = inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
+        keys = []
+        for i in range(ids.shape[0]):
+            keep = mask[i].bool() if mask is not None else slice(None)
+            key = ids[i][keep].cpu().numpy().tobytes()
+            if types is not None:
+                key += b"|" + types[i][keep].cpu().numpy().tobytes()
+            keys.append(key)
+        return keys
+
+    def logits(self, teacher: Any, inputs: dict[str, Any], device: Any) -> Any:
+        import torch
+
+        keys = self.keys(inputs)
+        missing = [i for i, key in enumerate(keys) if key not in self.rows]
+        if missing:
+            index = torch.tensor(missing, device=inputs["input_ids"].device)
+            sub = {k: (v.index_select(0, index) if torch.is_tensor(v) and v.dim() else v) for k, v in inputs.items()}
+            with torch.no_grad():
+                computed = teacher(**sub)["logits"].float()
+            for row, i in enumerate(missing):
+                self.rows.setdefault(keys[i], computed[row].cpu())
+        self.hits, self.misses = self.hits + len(keys) - len(missing), self.misses + len(missing)
+        return torch.stack([self.rows[key] for key in keys]).to(device)
+
+
 class DistillLoss:
     """``compute_loss(outputs, labels, num_items_in_batch)`` mixing the KL to the teacher with the task loss.
 
@@ -189,6 +233,8 @@ class DistillLoss:
         task_loss: ``f(outputs, labels, num_items_in_batch)`` for the task term (e.g. class-weighted);
             None: the view's (cross-entropy over the counted positions; QA: the model's loss).
         view: The task's ``LogitView`` (None: ``LabelLogits(shift)``).
+        cache_rows: Keep the teacher's ``logits`` per row in memory (``RowCache``; one vector a row:
+            classification), so a row seen again in a later epoch costs no teacher pass.
 
     The KL term is ``T^2 * KL`` summed over the counted rows of each pair, divided by the same denominator
     as the task term (the Trainer's ``num_items_in_batch``, else the counted rows), averaged over the
@@ -198,8 +244,10 @@ class DistillLoss:
     """
 
     def __init__(self, student: Any, teacher: Any, temperature: float, alpha: float, shift: bool = False,
-                 task_loss: Optional[Callable[..., Any]] = None, view: Optional[LogitView] = None) -> None:
+                 task_loss: Optional[Callable[..., Any]] = None, view: Optional[LogitView] = None,
+                 cache_rows: bool = False) -> None:
         self.student, self.teacher = student, teacher.eval().requires_grad_(False)
+        self.cache: Optional[RowCache] = RowCache() if cache_rows else None
         self.temperature, self.alpha, self.task_loss = temperature, alpha, task_loss
         self.view: LogitView = view if view is not None else LabelLogits(shift)
         if not self.view.uses_labels:
@@ -217,6 +265,8 @@ class DistillLoss:
 
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
+        if self.cache is not None:
+            return {"logits": self.cache.logits(self.teacher, self.inputs, device)}
         with torch.no_grad():
             return self.teacher(**self.inputs)
 

@@ -309,10 +309,12 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
     cfg = budget.cfg
     parts = dict(p.parts)
     derive = parts.pop("derive_metrics", None)
+    cache_rows = cfg.task == "classification"  # one logit vector a row; per-token logits would not fit in memory
     loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha,
-                       task_loss=parts.pop("compute_loss", None), view=p.view)
+                       task_loss=parts.pop("compute_loss", None), view=p.view, cache_rows=cache_rows)
     log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
-        f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits computed live each step (not cached)")
+        f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits "
+        f"{'cached in memory per row (one teacher pass a row)' if cache_rows else 'computed live each step'}")
     callbacks = [*parts.pop("callbacks", []), *budget.callbacks]
     inputs = EngineInputs(p.student, p.tokenizer, p.train, p.eval, compute_loss=loss, callbacks=callbacks, **parts)
     trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=resolve_precision(cfg.train.precision),
@@ -328,5 +330,8 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
     if summary:
         log(f"loss terms (run means): KL {summary['distill_kd_term']:.4g} + task {summary['distill_task_term']:.4g} "
             f"({100 * summary['distill_kd_share']:.0f} % from the teacher)")
+    if loss.cache is not None:
+        summary["distill_teacher_rows_cached"] = loss.cache.hits
+        summary["distill_teacher_rows_computed"] = loss.cache.misses
     metrics.update({**summary, **throughput.summary(), "wall_seconds": time.monotonic() - started})
     return finish_run(cfg, run_dir, metrics)

@@ -44,6 +44,9 @@ def test_classification_distill_writes_a_loadable_student_and_both_loss_terms(be
     metrics = json.loads((out / "metrics.json").read_text())
     share = metrics["distill_kd_term"] / (metrics["distill_kd_term"] + metrics["distill_task_term"])
     assert metrics["distill_kd_share"] == pytest.approx(share) and 0 < share < 1
+    # 2 steps x 8 rows went through the teacher's per-row logit cache: each row either computed or served from it
+    assert metrics["distill_teacher_rows_computed"] + metrics["distill_teacher_rows_cached"] == 16
+    assert metrics["distill_teacher_rows_computed"] >= 1
     assert 0 <= metrics["eval_accuracy"] <= 1
     evaluated = invoke("eval", "--model", out, "--dataset", cls_data / "val.csv", "-o", tmp_path / "eval")
     assert evaluated.exit_code == 0, evaluated.output

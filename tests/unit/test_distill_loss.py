@@ -114,3 +114,37 @@ def test_log_summary_gives_each_terms_share():
     log.add(0.1, 0.1)
     assert log.summary() == pytest.approx({"distill_kd_term": 0.2, "distill_task_term": 0.1,
                                            "distill_kd_share": 2 / 3})
+
+
+class _CountingTeacher(torch.nn.Module):
+    """Logits [sum of the row's unmasked ids, 0]; counts the rows it was run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.rows_seen = 0
+
+    def forward(self, input_ids=None, attention_mask=None):
+        self.rows_seen += input_ids.shape[0]
+        total = (input_ids * attention_mask).sum(-1).float()
+        return {"logits": torch.stack([total, torch.zeros_like(total)], -1) + 0 * self.dummy}
+
+
+def test_row_cache_runs_the_teacher_once_per_row_whatever_the_padding_and_order():
+    teacher = _CountingTeacher()
+    student = _Logits([[0.0, 0.0], [0.0, 0.0]])
+    loss = DistillLoss(student, teacher, temperature=1.0, alpha=1.0, cache_rows=True)
+    student.train()
+    first = {"input_ids": torch.tensor([[1, 2, 0], [5, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])}
+    loss(student(**first), torch.tensor([0, 0]))
+    assert teacher.rows_seen == 2
+    # the same two rows, swapped and padded differently, plus nothing new: no teacher pass
+    again = {"input_ids": torch.tensor([[5, 0], [1, 2]]), "attention_mask": torch.tensor([[1, 0], [1, 1]])}
+    student(**again)
+    assert loss.teacher_outputs(torch.device("cpu"))["logits"].tolist() == [[5.0, 0.0], [3.0, 0.0]]
+    assert teacher.rows_seen == 2 and (loss.cache.hits, loss.cache.misses) == (2, 2)
+    # one new row among known ones: the teacher runs on that row only
+    mixed = {"input_ids": torch.tensor([[1, 2], [4, 4]]), "attention_mask": torch.tensor([[1, 1], [1, 1]])}
+    student(**mixed)
+    assert loss.teacher_outputs(torch.device("cpu"))["logits"].tolist() == [[3.0, 0.0], [8.0, 0.0]]
+    assert teacher.rows_seen == 3
