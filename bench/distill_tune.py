@@ -1,0 +1,83 @@
+"""Choose ``distill.temperature`` / ``distill.alpha`` on a dev split carved from the TRAINING rows (never test).
+
+For one set of ``../shared/datasets``: a seeded, stratified 15 % of ``train.csv`` becomes the dev split, the
+rest the tuning-train split (both written under ``bench/_work/distill_tune/SET/``). On them, with the flags
+``bench/distill_prune.py`` uses (``SHARED``): the MiniLM-L6 teacher (cached), the 2-layer student on the
+labels alone, and the same student distilled at each ``T:alpha`` of ``--grid``, all the same steps. Prints
+one dev-accuracy line per run (stdout), so the chosen defaults can be read off without touching test.csv.
+
+    .venv/bin/python bench/distill_tune.py --set cr [--grid 4:0.9,2:0.9,4:0.5,2:0.5] [--student-epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from common import minilm_path, run_llmtune, say, work_dir
+from distill_prune import DATASETS, SHARED, STUDENT_LAYERS, cached_run, lower_layers_student
+
+DEV_SHARE = 0.15
+
+
+def carve_dev(name: str, folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Split ``train.csv`` of set ``name`` into tuning-train and dev CSVs (stratified by label, seeded)."""
+    with (DATASETS / name / "train.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_label[row["label"]].append(row)
+    rng, train, dev = random.Random(seed), [], []
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        cut = round(DEV_SHARE * len(group))
+        dev += group[:cut]
+        train += group[cut:]
+    rng.shuffle(train)
+    paths = folder / "train.csv", folder / "dev.csv"
+    for path, part in zip(paths, (train, dev)):
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows({"text": r["text"], "label": r["label"]} for r in part)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", required=True, help="a classification set of ../shared/datasets")
+    parser.add_argument("--grid", default="4:0.9,2:0.9,4:0.5,2:0.5", help="comma-separated T:alpha")
+    parser.add_argument("--teacher-epochs", type=float, default=2)
+    parser.add_argument("--student-epochs", type=float, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    root = work_dir("distill_tune", args.set)
+    train, dev = carve_dev(args.set, root)
+    common = ["-d", str(train), "--eval-dataset", str(dev), *SHARED, "--seed", str(args.seed), "--overwrite"]
+    say(f"{args.set}: teacher on the tuning-train split")
+    teacher = cached_run(["finetune", "-t", "classification", "-m", minilm_path(), *common,
+                          "--epochs", str(args.teacher_epochs), "-o", str(root / "teacher")], root / "teacher", False)
+    print(f"{args.set} dev  teacher                acc {teacher['eval_accuracy']:.4f}", flush=True)
+    student = lower_layers_student(minilm_path(), STUDENT_LAYERS, root / "student-init")
+    epochs = ["--epochs", str(args.student_epochs)]
+    tag = f"e{args.student_epochs:g}"
+    alone = cached_run(["finetune", "-t", "classification", "-m", str(student), *common, *epochs,
+                        "-o", str(root / f"labels-{tag}")], root / f"labels-{tag}", False)
+    print(f"{args.set} dev  labels-only {tag:>8}   acc {alone['eval_accuracy']:.4f}", flush=True)
+    for item in args.grid.split(","):
+        temperature, alpha = item.split(":")
+        out = root / f"kd-T{temperature}-a{alpha}-{tag}"
+        m = run_llmtune(["distill", "--teacher", str(root / "teacher"), "--student", str(student), "-t",
+                         "classification", *common, *epochs, "--temperature", temperature, "--alpha", alpha,
+                         "-o", str(out)], out)
+        print(f"{args.set} dev  distilled T={temperature} a={alpha} {tag}  acc {m['eval_accuracy']:.4f}  "
+              f"gain {100 * (m['eval_accuracy'] - alone['eval_accuracy']):+.1f}  kd share "
+              f"{m.get('distill_kd_share', 0):.2f}  wall {m['wall_seconds']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
