@@ -69,8 +69,9 @@ def find_recipe(name_or_path: str) -> Path:
 # Defaults tuned by measurement live in a recipe (documented in its header), used when no recipe is
 # named, so `llmtune pretrain --dataset x.txt` gets the measured defaults. Finetune takes the task's
 # default_recipe from the task registry; pretrain picks the tiny recipe of the requested arch (other
-# sizes start from the plain presets).
+# sizes start from the plain presets); distill takes the recipe of its task where one is shipped.
 TINY_PRETRAIN = {"gpt2": "pretrain/gpt2-tiny", "llama": "pretrain/llama-tiny", "bert": "pretrain/bert-tiny-mlm"}
+DISTILL = {"classification": "distill/classification"}
 
 
 def default_recipe(command: str, task: Any = None, arch: Any = None, size: Any = None) -> Optional[str]:
@@ -91,4 +92,6 @@ def default_recipe(command: str, task: Any = None, arch: Any = None, size: Any =
         return TINY_PRETRAIN.get(arch) if isinstance(arch, str) else None
     if command == "finetune" and isinstance(task, str) and task in TASKS:
         return TASKS[task].default_recipe
+    if command == "distill" and isinstance(task, str):
+        return DISTILL.get(task)
     return None

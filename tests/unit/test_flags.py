@@ -114,6 +114,8 @@ def test_a_declared_parameter_is_not_a_config_key():
     ("pretrain", None, "mamba", None, None),
     ("eval", "qa", None, None, None),
     ("generate", None, None, None, None),
+    ("distill", "classification", None, None, "distill/classification"),
+    ("distill", "lm", None, None, None),
 ])
 def test_default_recipe(command, task, arch, size, expected):
     assert default_recipe(command, task, arch, size) == expected
