@@ -309,8 +309,12 @@ class DpoConfig(_Section):
     """``finetune --task dpo``: preference tuning on TRL's DPOTrainer (docs/dpo.md)."""
 
     beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference model (> 0; higher: less).")
-    loss_type: Literal[DPO_LOSS_TYPES] = Field(  # type: ignore[valid-type]
-        "sigmoid", description="TRL's pairwise loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, ... (docs/dpo.md)."
+    loss_type: Union[Literal[DPO_LOSS_TYPES], list[Literal[DPO_LOSS_TYPES]]] = Field(  # type: ignore[valid-type]
+        "sigmoid", description="TRL's pairwise loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, ... (docs/dpo.md), "
+        "or a list summed with loss_weights, e.g. [sigmoid, sft]: DPO plus an SFT term on the chosen answers."
+    )
+    loss_weights: Optional[list[float]] = Field(
+        None, description="One weight (>= 0) per dpo.loss_type entry (None: 1 each)."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Robust DPO / EXO: assumed share of flipped labels.")
     precompute_ref_log_probs: bool = Field(
@@ -319,6 +323,29 @@ class DpoConfig(_Section):
     max_prompt_length: Optional[int] = Field(
         None, gt=0, description="Cut longer prompts to their last N tokens (None: cut only when a pair is too long)."
     )
+
+    @field_validator("loss_type")
+    @classmethod
+    def _check_losses(cls, value: Union[str, list[str]]) -> Union[str, list[str]]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("must be one loss or a list of different losses, e.g. [sigmoid, sft]")
+        return value
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _check_weights(cls, value: Optional[list[float]], info: Any) -> Optional[list[float]]:
+        if value is None:
+            return value
+        losses = info.data.get("loss_type", "sigmoid")
+        count = len(losses) if isinstance(losses, list) else 1
+        if len(value) != count or any(w < 0 for w in value):
+            raise ValueError(f"needs {count} weight(s) >= 0, one per dpo.loss_type entry ({losses}); got {value}")
+        return value
+
+    @property
+    def losses(self) -> list[str]:
+        """``loss_type`` as a list (TRL's form)."""
+        return list(self.loss_type) if isinstance(self.loss_type, list) else [self.loss_type]
 
 
 class RunConfig(_Section):

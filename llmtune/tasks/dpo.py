@@ -111,7 +111,9 @@ class DpoTask:
         reference = "the starting model with its LoRA adapters disabled" if self.cfg.lora.enabled \
             else "a frozen copy of the starting model"
         once = ", its log-probs computed once before training" if d.precompute_ref_log_probs else ""
-        return f"TRL {d.loss_type} loss, beta {d.beta:g}; reference: {reference}{once}"
+        weights = d.loss_weights or [1.0] * len(d.losses)
+        loss = " + ".join(n if w == 1 else f"{w:g} x {n}" for n, w in zip(d.losses, weights))
+        return f"TRL {loss} loss, beta {d.beta:g}; reference: {reference}{once}"
 
     def _split(self, rows: Any, tokenizer: Any, max_length: int, split: str, where: str, notes: list[str]) -> Any:
         limit = self.cfg.dpo.max_prompt_length
@@ -138,7 +140,7 @@ class DpoTask:
         from llmtune.tasks.dpo_trainer import LlmtuneDPOTrainer
 
         d = self.cfg.dpo
-        args = {"beta": d.beta, "loss_type": [d.loss_type], "label_smoothing": d.label_smoothing,
+        args = {"beta": d.beta, "loss_type": d.losses, "loss_weights": d.loss_weights, "label_smoothing": d.label_smoothing,
                 "precompute_ref_log_probs": d.precompute_ref_log_probs, "max_length": None}  # pairs already fit
         return {"trainer_class": LlmtuneDPOTrainer, "trainer_args": args}
 

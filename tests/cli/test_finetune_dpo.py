@@ -98,6 +98,25 @@ def test_lora_dpo_uses_the_base_as_reference_without_a_copy(tiny_llama, prefs, t
     assert (tmp_path / "run" / "model.safetensors").is_file()  # merged
 
 
+def _first_loss(tiny_llama, data, out, *losses) -> float:
+    result = invoke("finetune", "-t", "dpo", "-m", tiny_llama, "-d", data, "-o", out, "--max-steps", "1",
+                    "--batch-size", "4", "--set", "train.logging_steps=1", *losses)
+    assert result.exit_code == 0, result.output
+    return next(r["loss"] for r in read_jsonl(out / "logs" / "metrics.jsonl") if "loss" in r)
+
+
+def test_dpo_plus_sft_loss_sums_the_weighted_terms(tiny_llama, prefs, tmp_path):
+    """At step 1 the policy is the reference: the sigmoid (DPO) term is ln 2, the SFT term the chosen answers' NLL."""
+    def run(weights: str) -> float:
+        return _first_loss(tiny_llama, prefs[0], tmp_path / weights.strip("[]").replace(",", "-"),
+                           "--set", "dpo.loss_type=[sigmoid,sft]", "--set", f"dpo.loss_weights={weights}")
+
+    dpo_only, one, two = run("[1,0]"), run("[1,1]"), run("[1,2]")
+    assert dpo_only == pytest.approx(math.log(2), abs=1e-4)
+    assert one - dpo_only > 0.5  # an untrained model's NLL per token of the chosen answers
+    assert two - dpo_only == pytest.approx(2 * (one - dpo_only), rel=1e-3)
+
+
 def _long_pairs() -> list[dict]:
     return [{"prompt": "Add the numbers " + " ".join(str(i) for i in range(40)) + ".\nAnswer:",
              "chosen": " 5", "rejected": " 6 and 6"}] * 6 + _pairs(6, 3)
@@ -134,6 +153,9 @@ BAD = [
     ("no chat template", "conversation", [], ["row 1 is a conversation but the tokenizer has no chat template"]),
     ("beta <= 0", "same", ["--set", "dpo.beta=0"], ["dpo.beta"]),
     ("unknown loss", "same", ["--set", "dpo.loss_type=kto"], ["dpo.loss_type"]),
+    ("weights do not match", "same", ["--set", "dpo.loss_type=[sigmoid,sft]", "--set", "dpo.loss_weights=[1]"],
+     ["dpo.loss_weights", "needs 2 weight(s)"]),
+    ("repeated loss", "same", ["--set", "dpo.loss_type=[sigmoid,sigmoid]"], ["dpo.loss_type", "different losses"]),
 ]
 
 
