@@ -48,6 +48,7 @@ CANDIDATES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("6 epochs", ("train.epochs=6",)),
     ("beta 0.5", ("dpo.beta=0.5",)),
     ("ipo", ("dpo.loss_type=ipo",)),
+    ("dpo + sft", ("dpo.loss_type=[sigmoid,sft]",)),  # DPO plus an SFT term on the chosen answers (weights 1, 1)
 )
 QUICK_EVAL: list[str] = []  # --quick: ["--max-samples", "20"]
 DEV_EVERY = 10  # every 10th training pair is dev
