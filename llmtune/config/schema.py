@@ -285,6 +285,11 @@ class DistillConfig(_Section):
     alpha: float = Field(
         0.5, ge=0, le=1, description="Weight of the T^2-scaled KL term; 1 - alpha weighs the task loss (0..1)."
     )
+    augment: int = Field(
+        0, ge=0, description="Classification: masked copies of each training row added as a transfer set, labelled "
+        "by the teacher alone (KL term only); 0: none."
+    )
+    augment_mask: float = Field(0.2, gt=0, le=1, description="Share of the words of a transfer-set copy that are masked.")
 
 
 class PruneConfig(_Section):

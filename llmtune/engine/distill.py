@@ -35,6 +35,10 @@ _TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_id
 _PADDING_LOGIT = -1e4  # QA: padded positions get (almost) no probability in either model's softmax
 
 Pair = tuple[Any, Any, Any]  # student logits [..., C], teacher logits [..., C], mask [...] of the rows that count
+# The label of a classification row that counts in the KL term only: a transfer-set copy (data.augment), whose gold
+# label may not hold once words are masked. Unlike IGNORE the Trainer counts it in ``num_items_in_batch``, so both
+# terms are averaged over every row of the batch.
+KD_ONLY = -1
 
 
 def kd_term(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
@@ -63,6 +67,13 @@ def task_term(logits: Any, labels: Any, shift: bool) -> Any:
         logits, labels = logits[..., :-1, :], labels[..., 1:]
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
+
+
+def task_labels(labels: Any) -> Any:
+    """``labels`` with ``KD_ONLY`` rows turned into ``IGNORE``, so the task term skips them (the KL keeps them)."""
+    if labels is None or labels.is_floating_point():
+        return labels
+    return labels.masked_fill(labels == KD_ONLY, IGNORE)
 
 
 class LogitView(Protocol):
@@ -273,8 +284,9 @@ class DistillLoss:
     def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
         denominator = num_items_in_batch if num_items_in_batch is not None else \
             self.view.counted(outputs, labels).sum().clamp(min=1)
-        task = (self.task_loss(outputs, labels, num_items_in_batch) if self.task_loss is not None
-                else self.view.task(outputs, labels, denominator))
+        hidden = task_labels(labels)  # transfer-set rows (KD_ONLY) count in the KL term only
+        task = (self.task_loss(outputs, hidden, num_items_in_batch) if self.task_loss is not None
+                else self.view.task(outputs, hidden, denominator))
         if not self.student.training or self.alpha == 0:
             if self.student.training:
                 self.log.add(0.0, float(task.detach()))

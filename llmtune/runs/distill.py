@@ -86,6 +86,9 @@ def check_request(cfg: RunConfig) -> str:
         raise ConfigError("distill needs a teacher; pass --teacher MODEL_FOLDER_OR_RUN_DIR")
     if cfg.data.dataset is None:
         raise ConfigError("distill needs data; pass --dataset FILE|FOLDER (unlabelled text is enough for -t lm)")
+    if d.augment and cfg.task != "classification":
+        raise ConfigError(f"distill.augment (a transfer set of masked copies) is for -t classification, not {cfg.task}; "
+                          "set distill.augment=0")
     if cfg.model.name_or_path and cfg.model.arch:
         raise ConfigError("pass --student (a pretrained model) OR --student-arch/--student-size (built from scratch), "
                           "not both")
@@ -158,10 +161,13 @@ def _with_head(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any, tea
 
     task = training_task(cfg)
     task.check_tokenizer(tokenizer)
+    max_length = capped_max_length(cfg.train.max_length, teacher_config, tokenizer)
     with datasets_progress(len(data.train) >= PROGRESS_ROWS):
-        features = task.prepare(data, tokenizer, capped_max_length(cfg.train.max_length, teacher_config, tokenizer))
+        features = task.prepare(data, tokenizer, max_length)
     for note in features.notes:
         log(note)
+    train = _with_transfer_set(cfg, task, data.train, tokenizer, max_length, features.train) \
+        if cfg.distill.augment else features.train
     names = None
     if cfg.task == "classification":
         names = task.space.names
@@ -172,8 +178,36 @@ def _with_head(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any, tea
     teacher = load_pretrained(teacher_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                               allow_pickle=cfg.model.allow_pickle)
     view = LabelLogits() if cfg.task == "classification" else SpanLogits()
-    return _Prepared(task, tokenizer, student, teacher, features.train, features.eval,
+    return _Prepared(task, tokenizer, student, teacher, train, features.eval,
                      {**task.engine_parts(tokenizer), "new_parameters": new}, view=view)
+
+
+def _with_transfer_set(cfg: RunConfig, task: Any, rows: Any, tokenizer: Any, max_length: int, train: Any) -> Any:
+    """Classification: ``train`` plus ``distill.augment`` masked copies of each training row (``data.augment``),
+    labelled ``KD_ONLY`` so only the KL term sees them (the evaluation rows are never augmented)."""
+    from datasets import concatenate_datasets
+
+    from llmtune.data.augment import mask_token_of, transfer_rows
+    from llmtune.tasks.classification import drop_unusable, featurize_rows
+
+    d = cfg.distill
+    token = mask_token_of(tokenizer)
+    if token is None:
+        raise ModelError("distill.augment masks words with the tokenizer's mask or unknown token, and the teacher's "
+                         "tokenizer has neither; set distill.augment=0")
+    copies = transfer_rows(drop_unusable(rows, "the training data", []), d.augment, d.augment_mask, token,
+                           cfg.train.seed)
+    features, _ = featurize_rows(copies, tokenizer, max_length, task.space, "the transfer set", [])
+    features = features.map(_kd_only, batched=True, desc="marking the transfer set")
+    log(f"transfer set: {len(features)} rows ({d.augment} a training row, each word replaced by {token} with "
+        f"p={d.augment_mask:g}), labelled by the teacher alone (KL term only)")
+    return concatenate_datasets([train, features])
+
+
+def _kd_only(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    from llmtune.engine.distill import KD_ONLY
+
+    return {"labels": [KD_ONLY] * len(batch["labels"])}
 
 
 def check_labels(model_names: list[str], data_names: list[str], who: str) -> None:
