@@ -285,6 +285,10 @@ class DistillConfig(_Section):
     alpha: float = Field(
         0.5, ge=0, le=1, description="Weight of the T^2-scaled KL term; 1 - alpha weighs the task loss (0..1)."
     )
+    teacher_top_k: int = Field(
+        64, ge=0, description="-t lm/generation: keep the teacher's top-k log-probs per token in memory (one teacher "
+        "pass before training) and distil on them; 0: the full vocabulary, the teacher run live each step."
+    )
     augment: int = Field(
         0, ge=0, description="Classification: masked copies of each training row added as a transfer set, labelled "
         "by the teacher alone (KL term only); 0: none."

@@ -8,8 +8,12 @@ moved to the student's device on first use) then sees exactly the batch the stud
 ``cache_rows`` (classification: one logit vector a row) the teacher's logits are kept in memory per row,
 keyed by the row's unpadded token ids, so each row costs one teacher forward pass in the whole run (the
 first epoch) instead of one per epoch; the teacher is in eval mode, so the cached logits are the ones a live
-pass would give (up to float rounding from other padding). Per-position tasks (LM, generation, QA) run the
-teacher live each step: a vocabulary-wide cache per token would not fit in memory. Nothing goes to disk.
+pass would give (up to float rounding from other padding). Per-token tasks (LM, generation) can keep the
+teacher's top-k log-probabilities per position instead (``TopKCache``: fp16 values + token ids, a vocabulary
+row per token would not fit; ``fill`` runs the teacher over the training set once before step 1), and the KL
+then compares the teacher's top-k distribution, renormalised over its k tokens, with the student's full
+log-softmax gathered at those k ids (``topk_kd_term``; with k = the vocabulary it is the full KL). Without a
+cache (QA, or top-k 0) the teacher runs live each step. Nothing goes to disk.
 
 The loss is task-agnostic: a ``LogitView`` says, per task, which ``(student logits, teacher logits,
 mask)`` pairs the KL compares and what the task term is. ``LabelLogits`` covers classification, LM and
@@ -56,6 +60,46 @@ def kd_term(student_logits: Any, teacher_logits: Any, temperature: float) -> Any
 
     log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The teacher's top-k log-probabilities (``[..., k]``, any float dtype) and their token ids (``[..., k]``).
+
+    Indexing slices both alike (``topk[..., :-1, :]``), so a ``LogitView`` shifts it as it shifts logits.
+    """
+
+    logprobs: Any
+    indices: Any
+
+    def __getitem__(self, index: Any) -> "TopK":
+        return TopK(self.logprobs[index], self.indices[index])
+
+    @property
+    def shape(self) -> Any:
+        return self.logprobs.shape
+
+
+def topk_kd_term(student_logits: Any, teacher: TopK, temperature: float) -> Any:
+    """``T^2 * KL(p_k || q)`` per position: the teacher's top-k distribution vs the student's.
+
+    ``p_k`` is the teacher's ``softmax(log p / T)`` over its k kept tokens (renormalised: the tail mass is
+    dropped, not kept as a bucket), ``q`` the student's log-softmax over the WHOLE vocabulary gathered at
+    those k ids, so the student is also pushed off the tail. With k = the vocabulary size this is ``kd_term``.
+
+    Args:
+        student_logits: ``[..., V]`` logits of the student.
+        teacher: ``TopK`` with ``[..., k]`` log-probabilities (at T=1; any shift cancels) and token ids.
+        temperature: T > 0.
+
+    Returns:
+        A tensor of shape ``[...]``.
+    """
+    import torch.nn.functional as F
+
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher.indices.long())
+    log_t = F.log_softmax(teacher.logprobs.float() / temperature, dim=-1)
     return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
 
 
@@ -191,11 +235,24 @@ class DistillLog:
                 "distill_kd_share": kd / (kd + task) if kd + task > 0 else 0.0}
 
 
-class RowCache:
-    """The teacher's logits per row (one vector a row), keyed by the row's unpadded token ids.
+def row_keys(inputs: dict[str, Any]) -> list[bytes]:
+    """One key per row: its token ids (and token types) where the attention mask is 1."""
+    ids, mask, types = inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
+    keys = []
+    for i in range(ids.shape[0]):
+        keep = mask[i].bool() if mask is not None else slice(None)
+        key = ids[i][keep].cpu().numpy().tobytes()
+        if types is not None:
+            key += b"|" + types[i][keep].cpu().numpy().tobytes()
+        keys.append(key)
+    return keys
 
-    ``logits`` runs the teacher on the batch's rows it has not seen (a sub-batch) and returns the batch's
-    logits in row order; ``hits``/``misses`` count rows served from memory / computed.
+
+class _TeacherCache:
+    """The teacher's outputs per row, keyed by the row's unpadded token ids (``row_keys``).
+
+    ``outputs`` runs the teacher on the batch's rows it has not seen (a sub-batch), stores them (``_store``)
+    and returns the batch's in row order (``_serve``); ``hits``/``misses`` count rows served / computed.
     """
 
     def __init__(self) -> None:
@@ -203,33 +260,93 @@ class RowCache:
         self.hits = 0
         self.misses = 0
 
-    @staticmethod
-    def keys(inputs: dict[str, Any]) -> list[bytes]:
-        """One key per row: its token ids (and token types) where the attention mask is 1."""
-        ids, mask, types = inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
-        keys = []
-        for i in range(ids.shape[0]):
-            keep = mask[i].bool() if mask is not None else slice(None)
-            key = ids[i][keep].cpu().numpy().tobytes()
-            if types is not None:
-                key += b"|" + types[i][keep].cpu().numpy().tobytes()
-            keys.append(key)
-        return keys
+    keys = staticmethod(row_keys)
 
-    def logits(self, teacher: Any, inputs: dict[str, Any], device: Any) -> Any:
+    def outputs(self, teacher: Any, inputs: dict[str, Any], device: Any) -> Any:
         import torch
 
-        keys = self.keys(inputs)
+        keys = row_keys(inputs)
         missing = [i for i, key in enumerate(keys) if key not in self.rows]
         if missing:
             index = torch.tensor(missing, device=inputs["input_ids"].device)
             sub = {k: (v.index_select(0, index) if torch.is_tensor(v) and v.dim() else v) for k, v in inputs.items()}
             with torch.no_grad():
-                computed = teacher(**sub)["logits"].float()
+                computed = teacher(**sub)["logits"]
+            mask = sub.get("attention_mask")
             for row, i in enumerate(missing):
-                self.rows.setdefault(keys[i], computed[row].cpu())
+                if keys[i] not in self.rows:
+                    keep = mask[row].bool() if mask is not None else slice(None)
+                    self.rows[keys[i]] = self._store(computed[row], keep)
         self.hits, self.misses = self.hits + len(keys) - len(missing), self.misses + len(missing)
+        return self._serve(keys, inputs, device)
+
+    def _store(self, logits: Any, keep: Any) -> Any:
+        raise NotImplementedError
+
+    def _serve(self, keys: list[bytes], inputs: dict[str, Any], device: Any) -> Any:
+        raise NotImplementedError
+
+
+class RowCache(_TeacherCache):
+    """The teacher's logits per row (one vector a row: classification), in fp32 on the CPU."""
+
+    def _store(self, logits: Any, keep: Any) -> Any:
+        return logits.float().cpu()
+
+    def _serve(self, keys: list[bytes], inputs: dict[str, Any], device: Any) -> Any:
+        import torch
+
         return torch.stack([self.rows[key] for key in keys]).to(device)
+
+    def logits(self, teacher: Any, inputs: dict[str, Any], device: Any) -> Any:
+        """The batch's teacher logits ``[B, C]``."""
+        return self.outputs(teacher, inputs, device)
+
+
+class TopKCache(_TeacherCache):
+    """The teacher's top-``k`` log-probabilities per token of each row (fp16) and their ids, on the CPU.
+
+    A row keeps its unpadded positions only (``[L, k]``); served batches put them back where the attention
+    mask is 1 (padding gets log-probability 0 at token 0: it counts in no term). Bytes a position:
+    ``k x (2 + 2)`` (ids as int16 below 32,768 tokens, else int32: ``k x 6``).
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def _store(self, logits: Any, keep: Any) -> Any:
+        import torch
+
+        values, ids = torch.log_softmax(logits[keep].float(), dim=-1).topk(self.k, dim=-1)
+        dtype = torch.int16 if logits.shape[-1] <= 2**15 else torch.int32
+        return values.half().cpu(), ids.to(dtype).cpu()
+
+    def _serve(self, keys: list[bytes], inputs: dict[str, Any], device: Any) -> TopK:
+        import torch
+
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        values = torch.zeros(*ids.shape, self.k, dtype=torch.float16)
+        indices = torch.zeros(*ids.shape, self.k, dtype=torch.long)
+        for i, key in enumerate(keys):
+            keep = mask[i].bool().cpu() if mask is not None else slice(None)
+            values[i, keep], indices[i, keep] = self.rows[key][0], self.rows[key][1].long()
+        return TopK(values.to(device), indices.to(device))
+
+    def nbytes(self) -> int:
+        """Memory the cached values and ids take."""
+        return sum(v.numel() * v.element_size() + i.numel() * i.element_size() for v, i in self.rows.values())
+
+    def fill(self, teacher: Any, batches: Any, device: Any) -> None:
+        """Run the teacher over ``batches`` (collated training batches) once, storing every row's top-k."""
+        import torch
+
+        if next(teacher.parameters()).device != torch.device(device):
+            teacher.to(device)
+        for batch in batches:
+            inputs = {k: v.to(device) for k, v in batch.items() if k in _TEACHER_INPUTS and torch.is_tensor(v)}
+            self.outputs(teacher, inputs, "cpu")
+        self.misses, self.hits = len(self.rows), 0  # count the training steps' own look-ups from here
 
 
 class DistillLoss:
@@ -246,6 +363,9 @@ class DistillLoss:
         view: The task's ``LogitView`` (None: ``LabelLogits(shift)``).
         cache_rows: Keep the teacher's ``logits`` per row in memory (``RowCache``; one vector a row:
             classification), so a row seen again in a later epoch costs no teacher pass.
+        top_k: Per-token tasks: keep the teacher's top-k log-probabilities per token in memory instead
+            (``TopKCache``; fill it before training with ``loss.cache.fill``) and compare top-k
+            distributions (``topk_kd_term``). 0: no top-k cache.
 
     The KL term is ``T^2 * KL`` summed over the counted rows of each pair, divided by the same denominator
     as the task term (the Trainer's ``num_items_in_batch``, else the counted rows), averaged over the
@@ -256,9 +376,9 @@ class DistillLoss:
 
     def __init__(self, student: Any, teacher: Any, temperature: float, alpha: float, shift: bool = False,
                  task_loss: Optional[Callable[..., Any]] = None, view: Optional[LogitView] = None,
-                 cache_rows: bool = False) -> None:
+                 cache_rows: bool = False, top_k: int = 0) -> None:
         self.student, self.teacher = student, teacher.eval().requires_grad_(False)
-        self.cache: Optional[RowCache] = RowCache() if cache_rows else None
+        self.cache: Optional[_TeacherCache] = TopKCache(top_k) if top_k else RowCache() if cache_rows else None
         self.temperature, self.alpha, self.task_loss = temperature, alpha, task_loss
         self.view: LogitView = view if view is not None else LabelLogits(shift)
         if not self.view.uses_labels:
@@ -277,7 +397,7 @@ class DistillLoss:
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
         if self.cache is not None:
-            return {"logits": self.cache.logits(self.teacher, self.inputs, device)}
+            return {"logits": self.cache.outputs(self.teacher, self.inputs, device)}
         with torch.no_grad():
             return self.teacher(**self.inputs)
 
@@ -299,6 +419,8 @@ class DistillLoss:
 
     def kd(self, student: Any, teacher: Any, mask: Any, denominator: Any) -> Any:
         """``T^2 * KL`` summed over the rows ``mask`` counts, divided by ``denominator``."""
+        if isinstance(teacher, TopK):
+            return (topk_kd_term(student, teacher, self.temperature) * mask).sum() / denominator
         if teacher.shape[-1] != student.shape[-1]:
             raise ValueError(f"teacher logits have {teacher.shape[-1]} classes, the student's {student.shape[-1]}")
         return (kd_term(student, teacher, self.temperature) * mask).sum() / denominator

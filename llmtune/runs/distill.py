@@ -117,6 +117,7 @@ def _prepare(cfg: RunConfig, teacher_path: str) -> _Prepared:
 
     config = load_pretrained(teacher_path, "AutoConfig", trust_remote_code=cfg.model.trust_remote_code)
     check_teacher_head(str(cfg.task), [str(a) for a in config.architectures or []], cfg.distill.teacher or teacher_path)
+    teacher_top_k(cfg, getattr(config, "vocab_size", 0))  # refused before anything heavy loads
     data = load_task_data(cfg.data, TASKS[str(cfg.task)].columns, seed=cfg.train.seed)
     for note in data.notes:
         log(note)
@@ -337,18 +338,20 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
     from llmtune.engine.trainer import EngineInputs, build_trainer, final_evaluate
     from llmtune.modeling import resolve_precision
 
+    parts = dict(p.parts)
+    derive = parts.pop("derive_metrics", None)
+    cache_rows = cfg.task == "classification"  # one logit vector a row; per-token tasks keep the top-k
+    top_k = teacher_top_k(cfg, p.teacher.config.vocab_size) if cfg.distill.alpha > 0 else 0  # alpha 0: no teacher
+    loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha,
+                       task_loss=parts.pop("compute_loss", None), view=p.view, cache_rows=cache_rows, top_k=top_k)
+    log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
+        f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits {_teacher_source(cache_rows, top_k)}")
+    if top_k:
+        _fill_top_k(cfg, p, loss)  # before the budget is fitted: its time is the run's, the steps then pay none
     # A time budget fits the step count, warm-up and decay to the steps that fit (evaluations and save included).
     budget = fit_to_budget(cfg, started, n_rows=len(p.train), n_eval_rows=len(p.eval) if p.eval is not None else 0,
                            reserve_seconds=finish_seconds(p.student))
     cfg = budget.cfg
-    parts = dict(p.parts)
-    derive = parts.pop("derive_metrics", None)
-    cache_rows = cfg.task == "classification"  # one logit vector a row; per-token logits would not fit in memory
-    loss = DistillLoss(p.student, p.teacher, cfg.distill.temperature, cfg.distill.alpha,
-                       task_loss=parts.pop("compute_loss", None), view=p.view, cache_rows=cache_rows)
-    log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
-        f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits "
-        f"{'cached in memory per row (one teacher pass a row)' if cache_rows else 'computed live each step'}")
     callbacks = [*parts.pop("callbacks", []), *budget.callbacks]
     inputs = EngineInputs(p.student, p.tokenizer, p.train, p.eval, compute_loss=loss, callbacks=callbacks, **parts)
     trainer, throughput = build_trainer(cfg, inputs, run_dir, precision=resolve_precision(cfg.train.precision),
@@ -367,5 +370,46 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
     if loss.cache is not None:
         summary["distill_teacher_rows_cached"] = loss.cache.hits
         summary["distill_teacher_rows_computed"] = loss.cache.misses
+    if top_k:
+        summary["distill_teacher_top_k"] = top_k
     metrics.update({**summary, **throughput.summary(), "wall_seconds": time.monotonic() - started})
     return finish_run(cfg, run_dir, metrics)
+
+
+def teacher_top_k(cfg: RunConfig, vocab: int) -> int:
+    """``distill.teacher_top_k`` for a per-token task (lm, generation), else 0; refused above the vocabulary.
+
+    Raises:
+        ConfigError: k is larger than the teacher's vocabulary.
+    """
+    k = cfg.distill.teacher_top_k or 0
+    if cfg.task not in ("lm", "generation") or not k:
+        return 0
+    if k > vocab:
+        raise ConfigError(f"distill.teacher_top_k {k} is larger than the teacher's vocabulary ({vocab} tokens); "
+                          f"pass at most {vocab}, or 0 for the full vocabulary computed live each step")
+    return k
+
+
+def _teacher_source(cache_rows: bool, top_k: int) -> str:
+    if top_k:
+        return f"top-{top_k} log-probs per token, cached in memory (one teacher pass over the training set)"
+    return "cached in memory per row (one teacher pass a row)" if cache_rows else "computed live each step"
+
+
+def _fill_top_k(cfg: RunConfig, p: _Prepared, loss: Any) -> None:
+    """One teacher pass over the training rows (dataset order) into ``loss.cache``; logs its time and size."""
+    from accelerate import PartialState
+    from rich.console import Console
+    from rich.progress import track
+    from torch.utils.data import DataLoader
+
+    t0 = time.monotonic()
+    batch = cfg.train.eval_batch_size or cfg.train.batch_size
+    batches = DataLoader(p.train, batch_size=batch, shuffle=False, collate_fn=p.parts["collator"])
+    console = Console(stderr=True)  # a bar only where someone watches: not in logs or pipes
+    shown = track(batches, description="teacher top-k", console=console, transient=True,
+                  disable=not (console.is_terminal and is_main_process()))
+    loss.cache.fill(p.teacher, shown, PartialState().device)
+    log(f"teacher pass: {len(loss.cache.rows)} training rows in {time.monotonic() - t0:.1f} s, top-{loss.cache.k} "
+        f"log-probs {loss.cache.nbytes() / 2**20:.1f} MiB in memory")

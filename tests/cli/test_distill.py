@@ -70,6 +70,27 @@ def test_lm_distill_into_a_student_built_on_the_teachers_tokenizer(llama_teacher
     assert len(steps) == 2 and all(r["distill_kd_term"] > 0 and r["distill_task_term"] > 0 for r in steps)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_bits_per_char"] > 0 and 0 < metrics["distill_kd_share"] < 1
+    # the default top-k cache: one teacher pass over every training block, then each step's 8 blocks from memory
+    assert metrics["distill_teacher_top_k"] == 64
+    assert metrics["distill_teacher_rows_cached"] == 2 * 8 and metrics["distill_teacher_rows_computed"] >= 8
+    assert "teacher pass:" in result.output and "top-64 log-probs" in result.output
+
+
+def test_lm_distill_top_k_zero_runs_the_teacher_live_and_top_k_above_the_vocab_is_refused(llama_teacher, text_files,
+                                                                                          tmp_path):
+    from transformers import AutoConfig
+
+    common = ["distill", "--teacher", llama_teacher, "--student-arch", "llama", "--student-size", "tiny", "-t", "lm",
+              "-d", text_files / "train.txt", "--set", "model.config.hidden_size=16",
+              "--set", "model.config.intermediate_size=32", "--set", "model.config.num_hidden_layers=1", *FAST]
+    result = invoke(*common, "-o", tmp_path / "live", "--set", "distill.teacher_top_k=0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert "distill_teacher_rows_computed" not in metrics and "computed live each step" in result.output
+    vocab = AutoConfig.from_pretrained(str(llama_teacher)).vocab_size
+    one_line_error(invoke(*common, "-o", tmp_path / "big", "--set", f"distill.teacher_top_k={vocab + 1}"),
+                   "distill.teacher_top_k", f"({vocab} tokens)")
+    assert not (tmp_path / "big").exists()
 
 
 def _adapter_folder(root):
@@ -83,6 +104,7 @@ def _adapter_folder(root):
     (["--alpha", "1.5"], ["distill.alpha", "less than or equal to 1"]),
     (["--alpha", "-0.1"], ["distill.alpha"]),
     (["--student-arch", "bert"], ["not both"]),
+    (["--set", "distill.teacher_top_k=-1"], ["distill.teacher_top_k", "greater than or equal to 0"]),
 ])
 def test_bad_settings_one_line_exit_2(bert_teacher, tiny_bert, cls_data, tmp_path, extra, words):
     result = invoke("distill", "--teacher", bert_teacher, "--student", tiny_bert, "-t", "classification",

@@ -6,7 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmtune.engine.distill import DistillLog, DistillLoss, SpanLogits, kd_term, task_term  # noqa: E402
+from llmtune.engine.distill import (  # noqa: E402
+    DistillLog, DistillLoss, SpanLogits, TopK, TopKCache, kd_term, task_term, topk_kd_term,
+)
 
 
 class _Logits(torch.nn.Module):
@@ -148,3 +150,73 @@ def test_row_cache_runs_the_teacher_once_per_row_whatever_the_padding_and_order(
     student(**mixed)
     assert loss.teacher_outputs(torch.device("cpu"))["logits"].tolist() == [[3.0, 0.0], [8.0, 0.0]]
     assert teacher.rows_seen == 3
+
+
+def test_topk_kl_by_hand_and_equal_to_the_full_kl_when_k_is_the_vocabulary():
+    # teacher p = [0.5, 0.3, 0.2], student q = [0.25, 0.25, 0.5]; top-2 keeps tokens 0 and 1, renormalised:
+    # p_2 = [0.625, 0.375]; the student's log q is read at ids 0 and 1 from its full softmax (not renormalised)
+    p, q = [0.5, 0.3, 0.2], [0.25, 0.25, 0.5]
+    student = torch.tensor([[math.log(x) for x in q]])
+    logp = torch.tensor([[math.log(x) for x in p]])
+    top2 = TopK(*logp.topk(2, dim=-1))
+    by_hand = 0.625 * math.log(0.625 / 0.25) + 0.375 * math.log(0.375 / 0.25)
+    assert by_hand == pytest.approx(0.724731, abs=1e-6)  # 0.625 ln 2.5 + 0.375 ln 1.5
+    assert topk_kd_term(student, top2, 1.0).item() == pytest.approx(by_hand, abs=1e-6)
+    assert topk_kd_term(student, TopK(*logp.topk(3, dim=-1)), 1.0).item() == pytest.approx(_kl(p, q), abs=1e-6)
+    # k = V at T=2 on random logits, the teacher's log-probs stored as fp16: the full KL up to that rounding
+    gen = torch.Generator().manual_seed(0)
+    s_logits, t_logits = torch.randn(4, 7, 11, generator=gen), 3 * torch.randn(4, 7, 11, generator=gen)
+    values, ids = torch.log_softmax(t_logits, -1).topk(11, dim=-1)
+    full = kd_term(s_logits, t_logits, 2.0)
+    assert torch.allclose(topk_kd_term(s_logits, TopK(values.half(), ids), 2.0), full, atol=2e-3)
+
+
+def test_topk_cache_serves_repeated_rows_without_the_teacher_and_counts_rows():
+    teacher = _TokenTeacher(vocab=5)
+    cache = TopKCache(2)
+    block = {"input_ids": torch.tensor([[1, 2, 3], [3, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])}
+    cache.fill(teacher, [block], "cpu")
+    assert teacher.rows_seen == 2 and (cache.misses, cache.hits) == (2, 0)
+    # token t's logits are one-hot-ish at t (4.0) and t+1 (2.0): the top-2 ids per position are t, t+1
+    again = {"input_ids": torch.tensor([[3, 0, 0], [1, 2, 3]]), "attention_mask": torch.tensor([[1, 0, 0], [1, 1, 1]])}
+    top = cache.outputs(teacher, again, "cpu")
+    assert teacher.rows_seen == 2 and (cache.misses, cache.hits) == (2, 2)
+    assert top.indices[1].tolist() == [[1, 2], [2, 3], [3, 4]] and top.indices[0, 0].tolist() == [3, 4]
+    expected = torch.log_softmax(teacher.row_logits(torch.tensor([1, 2, 3])), -1).topk(2, dim=-1).values
+    assert torch.allclose(top.logprobs[1].float(), expected, atol=1e-3)
+    assert top.logprobs[0, 1:].abs().sum() == 0  # padding: zeros, counted by no mask
+    assert cache.nbytes() == 4 * 2 * (2 + 2)  # 4 real positions x k=2 x (fp16 value + int16 id)
+
+
+def test_distill_loss_with_top_k_uses_the_cache_and_the_topk_term():
+    teacher = _TokenTeacher(vocab=5)
+    student = _Logits([[[0.0] * 5] * 3])
+    loss = DistillLoss(student, teacher, temperature=1.0, alpha=1.0, shift=True, top_k=5)
+    student.train()
+    inputs = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    labels = inputs["input_ids"]
+    value = loss(student(**inputs), labels).item()
+    # k = V: the full KL at positions 0 and 1 (position 2 predicts nothing), mean over the 2 counted tokens
+    full = kd_term(torch.zeros(2, 5), teacher.row_logits(torch.tensor([1, 2])), 1.0).mean().item()
+    assert value == pytest.approx(full, abs=2e-3)
+    loss(student(**inputs), labels)
+    assert teacher.rows_seen == 1 and (loss.cache.misses, loss.cache.hits) == (1, 1)
+
+
+class _TokenTeacher(torch.nn.Module):
+    """Per token t: logit 4 at t, 2 at t + 1 (mod vocab), 0 elsewhere; counts the rows it runs on."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab, self.rows_seen = vocab, 0
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def row_logits(self, ids):
+        out = torch.zeros(*ids.shape, self.vocab)
+        out.scatter_(-1, ids.unsqueeze(-1), 4.0)
+        out.scatter_(-1, ((ids + 1) % self.vocab).unsqueeze(-1), 2.0)
+        return out
+
+    def forward(self, input_ids=None, attention_mask=None):
+        self.rows_seen += input_ids.shape[0]
+        return {"logits": self.row_logits(input_ids) + 0 * self.dummy}
