@@ -6,7 +6,11 @@ rest the tuning-train split (both written under ``bench/_work/distill_tune/SET/`
 labels alone, and the same student distilled at each ``T:alpha`` of ``--grid``, all the same steps. Prints
 one dev-accuracy line per run (stdout), so the chosen defaults can be read off without touching test.csv.
 
-    .venv/bin/python bench/distill_tune.py --set cr [--grid 4:0.9,2:0.9,4:0.5,2:0.5] [--student-epochs 3]
+A grid item ``T:alpha:copies:mask`` adds a transfer set (``distill.augment=copies``, ``distill.augment_mask=mask``:
+masked copies of each tuning-train row, KL term only). Every distilled run makes exactly the labels-only run's
+optimizer steps (``--max-steps``), so a transfer set means fewer passes over the original rows, not more steps.
+
+    .venv/bin/python bench/distill_tune.py --set cr [--grid 4:0.9,2:0.5:2:0.2] [--student-epochs 3]
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from common import minilm_path, run_llmtune, say, work_dir
-from distill_prune import DATASETS, SHARED, STUDENT_LAYERS, cached_run, lower_layers_student
+from distill_prune import DATASETS, SHARED, STUDENT_LAYERS, cached_run, lower_layers_student, steps_of
 
 DEV_SHARE = 0.15
 
@@ -50,7 +54,8 @@ def carve_dev(name: str, folder: Path, seed: int = 0) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", required=True, help="a classification set of ../shared/datasets")
-    parser.add_argument("--grid", default="4:0.9,2:0.9,4:0.5,2:0.5", help="comma-separated T:alpha")
+    parser.add_argument("--grid", default="4:0.9,2:0.9,4:0.5,2:0.5",
+                        help="comma-separated T:alpha or T:alpha:copies:mask (a transfer set)")
     parser.add_argument("--teacher-epochs", type=float, default=2)
     parser.add_argument("--student-epochs", type=float, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -68,15 +73,20 @@ def main() -> None:
     alone = cached_run(["finetune", "-t", "classification", "-m", str(student), *common, *epochs,
                         "-o", str(root / f"labels-{tag}")], root / f"labels-{tag}", False)
     print(f"{args.set} dev  labels-only {tag:>8}   acc {alone['eval_accuracy']:.4f}", flush=True)
+    steps = steps_of(root / f"labels-{tag}")
     for item in args.grid.split(","):
-        temperature, alpha = item.split(":")
-        out = root / f"kd-T{temperature}-a{alpha}-{tag}"
+        temperature, alpha, *augment = item.split(":")
+        copies, mask = augment if augment else ("0", "0.2")
+        name = f"kd-T{temperature}-a{alpha}" + (f"-aug{copies}-m{mask}" if copies != "0" else "")
+        out = root / f"{name}-{tag}"
         m = run_llmtune(["distill", "--teacher", str(root / "teacher"), "--student", str(student), "-t",
-                         "classification", *common, *epochs, "--temperature", temperature, "--alpha", alpha,
+                         "classification", *common, *epochs, "--max-steps", str(steps), "--temperature", temperature,
+                         "--alpha", alpha, "--set", f"distill.augment={copies}", "--set", f"distill.augment_mask={mask}",
                          "-o", str(out)], out)
-        print(f"{args.set} dev  distilled T={temperature} a={alpha} {tag}  acc {m['eval_accuracy']:.4f}  "
-              f"gain {100 * (m['eval_accuracy'] - alone['eval_accuracy']):+.1f}  kd share "
-              f"{m.get('distill_kd_share', 0):.2f}  wall {m['wall_seconds']:.0f}s", flush=True)
+        print(f"{args.set} dev  distilled T={temperature} a={alpha} copies={copies} mask={mask} {tag}  "
+              f"acc {m['eval_accuracy']:.4f}  gain {100 * (m['eval_accuracy'] - alone['eval_accuracy']):+.1f}  "
+              f"kd share {m.get('distill_kd_share', 0):.2f}  steps {steps_of(out)}/{steps}  wall {m['wall_seconds']:.0f}s",
+              flush=True)
 
 
 if __name__ == "__main__":
