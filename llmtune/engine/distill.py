@@ -271,16 +271,21 @@ class _TeacherCache:
             index = torch.tensor(missing, device=inputs["input_ids"].device)
             sub = {k: (v.index_select(0, index) if torch.is_tensor(v) and v.dim() else v) for k, v in inputs.items()}
             with torch.no_grad():
-                computed = teacher(**sub)["logits"]
+                computed = self._reduce(teacher(**sub)["logits"])
             mask = sub.get("attention_mask")
             for row, i in enumerate(missing):
                 if keys[i] not in self.rows:
                     keep = mask[row].bool() if mask is not None else slice(None)
-                    self.rows[keys[i]] = self._store(computed[row], keep)
+                    self.rows[keys[i]] = self._store([part[row] for part in computed], keep)
         self.hits, self.misses = self.hits + len(keys) - len(missing), self.misses + len(missing)
         return self._serve(keys, inputs, device)
 
-    def _store(self, logits: Any, keep: Any) -> Any:
+    def _reduce(self, logits: Any) -> tuple[Any, ...]:
+        """What is kept of a sub-batch's logits ``[B, ...]``, as tensors with the batch first."""
+        return (logits,)
+
+    def _store(self, row: list[Any], keep: Any) -> Any:
+        """One row's entry from its slices of ``_reduce``'s tensors (``keep``: its unpadded positions)."""
         raise NotImplementedError
 
     def _serve(self, keys: list[bytes], inputs: dict[str, Any], device: Any) -> Any:
@@ -290,8 +295,8 @@ class _TeacherCache:
 class RowCache(_TeacherCache):
     """The teacher's logits per row (one vector a row: classification), in fp32 on the CPU."""
 
-    def _store(self, logits: Any, keep: Any) -> Any:
-        return logits.float().cpu()
+    def _store(self, row: list[Any], keep: Any) -> Any:
+        return row[0].float().cpu()
 
     def _serve(self, keys: list[bytes], inputs: dict[str, Any], device: Any) -> Any:
         import torch
@@ -315,12 +320,16 @@ class TopKCache(_TeacherCache):
         super().__init__()
         self.k = k
 
-    def _store(self, logits: Any, keep: Any) -> Any:
+    def _reduce(self, logits: Any) -> tuple[Any, ...]:
         import torch
 
-        values, ids = torch.log_softmax(logits[keep].float(), dim=-1).topk(self.k, dim=-1)
+        values, ids = torch.log_softmax(logits.float(), dim=-1).topk(self.k, dim=-1)
         dtype = torch.int16 if logits.shape[-1] <= 2**15 else torch.int32
         return values.half().cpu(), ids.to(dtype).cpu()
+
+    def _store(self, row: list[Any], keep: Any) -> Any:
+        keep = keep.cpu() if hasattr(keep, "cpu") else keep
+        return row[0][keep].clone(), row[1][keep].clone()
 
     def _serve(self, keys: list[bytes], inputs: dict[str, Any], device: Any) -> TopK:
         import torch

@@ -346,8 +346,7 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
                        task_loss=parts.pop("compute_loss", None), view=p.view, cache_rows=cache_rows, top_k=top_k)
     log(f"distilling: loss = {cfg.distill.alpha:g} x T^2 x KL(teacher || student) at T={cfg.distill.temperature:g} "
         f"+ {1 - cfg.distill.alpha:g} x task loss; teacher logits {_teacher_source(cache_rows, top_k)}")
-    if top_k:
-        _fill_top_k(cfg, p, loss)  # before the budget is fitted: its time is the run's, the steps then pay none
+    fill_seconds = _fill_top_k(cfg, p, loss) if top_k else 0.0  # inside the budget: fitted after it
     # A time budget fits the step count, warm-up and decay to the steps that fit (evaluations and save included).
     budget = fit_to_budget(cfg, started, n_rows=len(p.train), n_eval_rows=len(p.eval) if p.eval is not None else 0,
                            reserve_seconds=finish_seconds(p.student))
@@ -371,7 +370,7 @@ def _train(cfg: RunConfig, p: _Prepared, run_dir: Path, started: float) -> RunRe
         summary["distill_teacher_rows_cached"] = loss.cache.hits
         summary["distill_teacher_rows_computed"] = loss.cache.misses
     if top_k:
-        summary["distill_teacher_top_k"] = top_k
+        summary.update(distill_teacher_top_k=top_k, distill_teacher_pass_seconds=fill_seconds)
     metrics.update({**summary, **throughput.summary(), "wall_seconds": time.monotonic() - started})
     return finish_run(cfg, run_dir, metrics)
 
@@ -397,8 +396,8 @@ def _teacher_source(cache_rows: bool, top_k: int) -> str:
     return "cached in memory per row (one teacher pass a row)" if cache_rows else "computed live each step"
 
 
-def _fill_top_k(cfg: RunConfig, p: _Prepared, loss: Any) -> None:
-    """One teacher pass over the training rows (dataset order) into ``loss.cache``; logs its time and size."""
+def _fill_top_k(cfg: RunConfig, p: _Prepared, loss: Any) -> float:
+    """One teacher pass over the training rows (dataset order) into ``loss.cache``; logs and returns its seconds."""
     from accelerate import PartialState
     from rich.console import Console
     from rich.progress import track
@@ -411,5 +410,7 @@ def _fill_top_k(cfg: RunConfig, p: _Prepared, loss: Any) -> None:
     shown = track(batches, description="teacher top-k", console=console, transient=True,
                   disable=not (console.is_terminal and is_main_process()))
     loss.cache.fill(p.teacher, shown, PartialState().device)
-    log(f"teacher pass: {len(loss.cache.rows)} training rows in {time.monotonic() - t0:.1f} s, top-{loss.cache.k} "
+    seconds = time.monotonic() - t0
+    log(f"teacher pass: {len(loss.cache.rows)} training rows in {seconds:.1f} s, top-{loss.cache.k} "
         f"log-probs {loss.cache.nbytes() / 2**20:.1f} MiB in memory")
+    return seconds

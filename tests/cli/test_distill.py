@@ -71,7 +71,7 @@ def test_lm_distill_into_a_student_built_on_the_teachers_tokenizer(llama_teacher
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_bits_per_char"] > 0 and 0 < metrics["distill_kd_share"] < 1
     # the default top-k cache: one teacher pass over every training block, then each step's 8 blocks from memory
-    assert metrics["distill_teacher_top_k"] == 64
+    assert metrics["distill_teacher_top_k"] == 64 and metrics["distill_teacher_pass_seconds"] > 0
     assert metrics["distill_teacher_rows_cached"] == 2 * 8 and metrics["distill_teacher_rows_computed"] >= 8
     assert "teacher pass:" in result.output and "top-64 log-probs" in result.output
 
