@@ -238,12 +238,15 @@ class DistillLog:
 def row_keys(inputs: dict[str, Any]) -> list[bytes]:
     """One key per row: its token ids (and token types) where the attention mask is 1."""
     ids, mask, types = inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
+    ids = ids.cpu().numpy()
+    keep = mask.cpu().numpy().astype(bool) if mask is not None else None
+    types = types.cpu().numpy() if types is not None else None
     keys = []
     for i in range(ids.shape[0]):
-        keep = mask[i].bool() if mask is not None else slice(None)
-        key = ids[i][keep].cpu().numpy().tobytes()
+        row = slice(None) if keep is None else keep[i]
+        key = ids[i][row].tobytes()
         if types is not None:
-            key += b"|" + types[i][keep].cpu().numpy().tobytes()
+            key += b"|" + types[i][row].tobytes()
         keys.append(key)
     return keys
 
@@ -335,12 +338,16 @@ class TopKCache(_TeacherCache):
         import torch
 
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")
-        values = torch.zeros(*ids.shape, self.k, dtype=torch.float16)
-        indices = torch.zeros(*ids.shape, self.k, dtype=torch.long)
-        for i, key in enumerate(keys):
-            keep = mask[i].bool().cpu() if mask is not None else slice(None)
-            values[i, keep], indices[i, keep] = self.rows[key][0], self.rows[key][1].long()
-        return TopK(values.to(device), indices.to(device))
+        rows = [self.rows[key] for key in keys]
+        if mask is None or bool(mask.all()):  # packed LM blocks: no padding, one stack
+            values, indices = torch.stack([v for v, _ in rows]), torch.stack([i for _, i in rows])
+        else:
+            values = torch.zeros(*ids.shape, self.k, dtype=torch.float16)
+            indices = torch.zeros(*ids.shape, self.k, dtype=rows[0][1].dtype)
+            keep = mask.bool().cpu()
+            for i, (v, x) in enumerate(rows):
+                values[i, keep[i]], indices[i, keep[i]] = v, x
+        return TopK(values.to(device), indices.to(device).long())
 
     def nbytes(self) -> int:
         """Memory the cached values and ids take."""
