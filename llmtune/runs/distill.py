@@ -167,14 +167,14 @@ def _with_head(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any, tea
         features = task.prepare(data, tokenizer, max_length)
     for note in features.notes:
         log(note)
-    train = _with_transfer_set(cfg, task, data.train, tokenizer, max_length, features.train) \
-        if cfg.distill.augment else features.train
     names = None
     if cfg.task == "classification":
         names = task.space.names
         if task.space.multi_label:
             raise DataError("distill supports single-label classification only; the data has multi-label rows")
         check_labels(list(teacher_config.id2label.values()), names, f"teacher {cfg.distill.teacher}")
+    train = _with_transfer_set(cfg, task, data.train, tokenizer, max_length, features.train) \
+        if cfg.distill.augment else features.train  # after the label checks: a refusal comes first
     student, new = _student(cfg, task.auto_class, tokenizer, task.model_kwargs(), names)
     teacher = load_pretrained(teacher_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                               allow_pickle=cfg.model.allow_pickle)
