@@ -68,8 +68,9 @@ SMALL: dict[str, Size] = {
     "distill_prune": Size(quick=True),
     # The same untrained ~317M Llama base (built once, then reused), 2 LoRA steps and 4 eval rows per run (full: 4 / 8).
     "qlora_memory": Size(constants={"FULL": lambda m: m.Plan(**{**vars(m.FULL), "finetune_steps": 2, "eval_rows": 4})}),
-    # Two DPO candidates compared on the dev pairs (the recipe and DPO + SFT loss) instead of all seven.
-    "dpo_quality": Size(constants={"CANDIDATES": lambda m: (m.CANDIDATES[0], m.CANDIDATES[-1])}),
+    # Two DPO candidates compared on the dev data (the recipe and DPO + SFT loss) instead of all sixteen.
+    "dpo_quality": Size(constants={
+        "CANDIDATES": lambda m: tuple(c for c in m.CANDIDATES if c[0] in ("recipe", "dpo + sft"))}),
 }
 
 
