@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Protocol
 
 from transformers import TrainerCallback
 
-from llmtune.engine.teacher_cache import _TEACHER_INPUTS, RowCache, TopK, TopKCache, _TeacherCache
+from llmtune.engine.teacher_cache import TEACHER_INPUTS, RowCache, TopK, TopKCache, _TeacherCache
 from llmtune.modeling import IGNORE
 
 _PADDING_LOGIT = -1e4  # QA: padded positions get (almost) no probability in either model's softmax
@@ -256,7 +256,7 @@ class DistillLoss:
         student.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
 
     def _keep_inputs(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.inputs = {k: v for k, v in kwargs.items() if k in _TEACHER_INPUTS}
+        self.inputs = {k: v for k, v in kwargs.items() if k in TEACHER_INPUTS}
 
     def teacher_outputs(self, device: Any) -> Any:
         """The teacher's outputs for the batch the student just saw (no gradients)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-_TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "use_cache")
+TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "use_cache")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,6 @@ class TopKCache(_TeacherCache):
         if next(teacher.parameters()).device != torch.device(device):
             teacher.to(device)
         for batch in batches:
-            inputs = {k: v.to(device) for k, v in batch.items() if k in _TEACHER_INPUTS and torch.is_tensor(v)}
+            inputs = {k: v.to(device) for k, v in batch.items() if k in TEACHER_INPUTS and torch.is_tensor(v)}
             self.outputs(teacher, inputs, "cpu")
         self.misses, self.hits = len(self.rows), 0  # count the training steps' own look-ups from here
