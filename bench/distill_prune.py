@@ -93,6 +93,31 @@ LM_TRAIN = ["--lr", "3e-3", "--batch-size", "16", "--epochs", "50", "--set", "tr
 LM_ALPHA, LM_TEMPERATURE, LM_TOP_K = 0.5, 1.0, 64  # chosen at fixed steps (docstring)
 
 
+# Unlabelled text for the transfer set (``--transfer-data``): real text of the kind each set holds, never its test
+# rows. CR: its own validation texts (376 product-review sentences) + the first 2,500 SUBJ training sentences (movie
+# reviews, subjective and objective); TREC: the 3,807 SQuAD questions (Wikipedia questions; TREC has no validation).
+TRANSFER: dict[str, tuple[tuple[str, str, str, int], ...]] = {  # (set folder, file, text field, rows; 0 = all)
+    "cr": (("cr", "validation.csv", "text", 0), ("subj", "train.csv", "text", 2500)),
+    "trec": (("squad-train", "train.jsonl", "question", 0),),
+}
+
+
+def transfer_file(name: str, folder: Path) -> Path:
+    """Write set ``name``'s transfer texts (``TRANSFER``) to ``folder/transfer.txt``, one per line; return it."""
+    import csv
+
+    texts: list[str] = []
+    for source, file, field, rows in TRANSFER[name]:
+        path = DATASETS / source / file
+        with path.open(newline="", encoding="utf-8") as f:
+            found = [r[field] for r in csv.DictReader(f)] if file.endswith(".csv") else \
+                [json.loads(line)[field] for line in f if line.strip()]
+        texts += found[:rows] if rows else found
+    out = folder / "transfer.txt"
+    out.write_text("".join(" ".join(t.split()) + "\n" for t in texts if t.strip()), encoding="utf-8")
+    return out
+
+
 @dataclass(frozen=True)
 class Size:
     """How big each part runs.

@@ -22,7 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from common import minilm_path, run_llmtune, say, work_dir
-from distill_prune import DATASETS, SHARED, STUDENT_LAYERS, cached_run, lower_layers_student, steps_of
+from distill_prune import (DATASETS, SHARED, STUDENT_LAYERS, cached_run, lower_layers_student, steps_of,
+                           transfer_file)
 
 DEV_SHARE = 0.15
 
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=float, default=2)
     parser.add_argument("--student-epochs", type=float, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transfer", action="store_true",
+                        help="add the set's unlabelled transfer texts (distill_prune.TRANSFER) to every distilled run")
     args = parser.parse_args()
     root = work_dir("distill_tune", args.set)
     train, dev = carve_dev(args.set, root)
@@ -74,16 +77,19 @@ def main() -> None:
                         "-o", str(root / f"labels-{tag}")], root / f"labels-{tag}", False)
     print(f"{args.set} dev  labels-only {tag:>8}   acc {alone['eval_accuracy']:.4f}", flush=True)
     steps = steps_of(root / f"labels-{tag}")
+    transfer = ["--transfer-data", str(transfer_file(args.set, root))] if args.transfer else []
     for item in args.grid.split(","):
         temperature, alpha, *augment = item.split(":")
         copies, mask = augment if augment else ("0", "0.2")
-        name = f"kd-T{temperature}-a{alpha}" + (f"-aug{copies}-m{mask}" if copies != "0" else "")
+        name = f"kd-T{temperature}-a{alpha}" + (f"-aug{copies}-m{mask}" if copies != "0" else "") + \
+            ("-transfer" if transfer else "")
         out = root / f"{name}-{tag}"
         m = run_llmtune(["distill", "--teacher", str(root / "teacher"), "--student", str(student), "-t",
                          "classification", *common, *epochs, "--max-steps", str(steps), "--temperature", temperature,
                          "--alpha", alpha, "--set", f"distill.augment={copies}", "--set", f"distill.augment_mask={mask}",
-                         "-o", str(out)], out)
-        print(f"{args.set} dev  distilled T={temperature} a={alpha} copies={copies} mask={mask} {tag}  "
+                         *transfer, "-o", str(out)], out)
+        print(f"{args.set} dev  distilled T={temperature} a={alpha} copies={copies} mask={mask} "
+              f"{'transfer ' if transfer else ''}{tag}  "
               f"acc {m['eval_accuracy']:.4f}  gain {100 * (m['eval_accuracy'] - alone['eval_accuracy']):+.1f}  "
               f"kd share {m.get('distill_kd_share', 0):.2f}  steps {steps_of(out)}/{steps}  wall {m['wall_seconds']:.0f}s",
               flush=True)

@@ -210,6 +210,7 @@ FLAG_PATHS: dict[str, str] = {
     "student_size": "model.size",
     "kd_temperature": "distill.temperature",  # --temperature elsewhere is generate.temperature
     "kd_alpha": "distill.alpha",
+    "transfer_data": "distill.transfer_data",
     "heads": "prune.heads",  # `llmtune prune`
     "ffn": "prune.ffn",
     "layers": "prune.layers",

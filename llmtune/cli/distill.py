@@ -19,6 +19,7 @@ EXAMPLES = (
     "  llmtune distill --teacher runs/llama-sft --student-arch llama --student-size tiny -t generation "
     "-d builtin:instructions -o runs/sft-distilled   (KL on the response tokens only)\n\n"
     "  llmtune distill --teacher runs/qa-minilm --student runs/bert-small -t qa -d builtin:qa -o runs/qa-distilled\n\n"
+    "  llmtune distill ... -t classification --transfer-data unlabelled.txt   (extra text, teacher-labelled)\n\n"
     "  llmtune distill ... --temperature 4 --alpha 0.9   (more weight on the teacher; docs/distill-prune.md)"
 )
 
@@ -51,6 +52,9 @@ def distill(
     kd_alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the KL term, 0..1.")] = None,
     recipe: o.Recipe = None,
     dataset: o.Dataset = None,
+    transfer_data: Annotated[Optional[str], typer.Option(
+        "--transfer-data", help="-t classification: unlabelled text the teacher labels for the KL term only "
+        "(a transfer set; file, folder or hub id).")] = None,
     eval_dataset: o.EvalDataset = None,
     text_column: o.TextColumn = None,
     label_column: o.LabelColumn = None,

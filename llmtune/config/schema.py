@@ -294,6 +294,14 @@ class DistillConfig(_Section):
         "by the teacher alone (KL term only); 0: none."
     )
     augment_mask: float = Field(0.2, gt=0, le=1, description="Share of the words of a transfer-set copy that are masked.")
+    transfer_data: Optional[str] = Field(
+        None, description="Classification: unlabelled text (file, folder, hub id) added as a transfer set, labelled by "
+        "the teacher alone (KL term only); its train split (or only split), any label column ignored."
+    )
+    transfer_column: Optional[str] = Field(
+        None, description="Column of distill.transfer_data holding the text (None: the training data's text column "
+        "name, else 'text' or one of its usual aliases)."
+    )
 
 
 class PruneConfig(_Section):

@@ -1,4 +1,4 @@
-"""A transfer set for classification distillation: masked copies of the training texts (pure functions).
+"""A transfer set for classification distillation: masked copies of the training texts, or unlabelled text.
 
 On its own training rows a fine-tuned teacher is nearly 100 % sure of the gold label (it fitted them), so
 its soft targets there add little beyond the labels. Tang et al. 2019 ("Distilling task-specific knowledge
@@ -8,13 +8,16 @@ replaces every whitespace-separated word with the tokenizer's mask token (``[MAS
 where there is none) with probability ``mask_prob``. The copies are fixed at preparation (seeded by the row's
 index and the run's seed), so the teacher's logits for them are computed once and cached like the
 originals'. Evaluation rows are never augmented; the runner marks the copies' labels so only the KL term
-sees them (their gold label may no longer hold once words are masked).
+sees them (their gold label may no longer hold once words are masked). ``unlabelled_rows`` reads the other
+kind, real unlabelled text (``distill.transfer_data``), into rows of the same shape.
 """
 
 from __future__ import annotations
 
 import random
 from typing import Any, Optional
+
+from llmtune.errors import DataError
 
 TEXT_COLUMNS = ("text", "text_pair")
 
@@ -68,3 +71,41 @@ def transfer_rows(rows: Any, copies: int, mask_prob: float, mask_token: str, see
 def mask_token_of(tokenizer: Any) -> Optional[str]:
     """The string a masked word becomes: the tokenizer's mask token, else its unknown token (None: neither)."""
     return getattr(tokenizer, "mask_token", None) or getattr(tokenizer, "unk_token", None)
+
+
+def unlabelled_rows(spec: str, column: Optional[str], like: Any) -> Any:
+    """The texts of ``spec`` (its train split, or its only split) as rows shaped like the training rows ``like``.
+
+    ``text`` comes from ``column`` when given, else from ``text`` or one of its usual aliases (``text_pair``
+    likewise when ``like`` has one); rows with an empty text are skipped; every label is a placeholder (the
+    first training label), since the runner marks these rows for the KL term only.
+
+    Raises:
+        DataError: No such split or column, or no row with text.
+    """
+    from datasets import Dataset
+
+    from llmtune.data.columns import ALIASES
+    from llmtune.data.sources import load_source
+
+    source = load_source(spec)
+    split = "train" if "train" in source else (next(iter(source)) if len(source) == 1 else None)
+    if split is None:
+        raise DataError(f"the transfer data {spec} has splits {', '.join(source)} and none is 'train'; "
+                        "pass one file or folder of text")
+    rows, where = source[split], f"the transfer data {spec}"
+    wanted = [name for name in TEXT_COLUMNS if name in like.column_names]
+    columns: dict[str, list[Any]] = {}
+    for name in wanted:
+        names = [column] if (column and name == "text") else [name, *ALIASES.get(name, ())]
+        found = next((n for n in names if n in rows.column_names), None)
+        if found is None:
+            raise DataError(f"{where} has no column {' / '.join(repr(n) for n in names)} (its columns: "
+                            f"{', '.join(rows.column_names)}); pass --set distill.transfer_column=NAME")
+        columns[name] = list(rows[found])
+    keep = [i for i in range(len(rows)) if all(isinstance(columns[n][i], str) and columns[n][i].strip() for n in wanted)]
+    if not keep:
+        raise DataError(f"{where} has no row with text")
+    data = {name: [columns[name][i] for i in keep] for name in wanted}
+    data["label"] = [like[0]["label"]] * len(keep)
+    return Dataset.from_dict(data, features=like.select_columns([*wanted, "label"]).features)

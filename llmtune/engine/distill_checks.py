@@ -39,6 +39,9 @@ def check_request(cfg: RunConfig) -> str:
         raise ConfigError("distill needs a teacher; pass --teacher MODEL_FOLDER_OR_RUN_DIR")
     if cfg.data.dataset is None:
         raise ConfigError("distill needs data; pass --dataset FILE|FOLDER (unlabelled text is enough for -t lm)")
+    if d.transfer_data and cfg.task != "classification":
+        raise ConfigError(f"--transfer-data (unlabelled text the teacher labels) is for -t classification, not "
+                          f"{cfg.task}; for -t lm the training data is unlabelled text already")
     if d.augment and cfg.task != "classification":
         raise ConfigError(f"distill.augment (a transfer set of masked copies) is for -t classification, not {cfg.task}; "
                           "set distill.augment=0")

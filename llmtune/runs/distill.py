@@ -103,7 +103,7 @@ def _with_head(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any, tea
             raise DataError("distill supports single-label classification only; the data has multi-label rows")
         check_labels(list(teacher_config.id2label.values()), names, f"teacher {cfg.distill.teacher}")
     train = _with_transfer_set(cfg, task, data.train, tokenizer, max_length, features.train) \
-        if cfg.distill.augment else features.train  # after the label checks: a refusal comes first
+        if cfg.distill.augment or cfg.distill.transfer_data else features.train  # after the label checks
     student, new = _student(cfg, task.auto_class, tokenizer, task.model_kwargs(), names)
     teacher = load_pretrained(teacher_path, task.auto_class, trust_remote_code=cfg.model.trust_remote_code,
                               allow_pickle=cfg.model.allow_pickle)
@@ -113,25 +113,39 @@ def _with_head(cfg: RunConfig, teacher_path: str, data: Any, tokenizer: Any, tea
 
 
 def _with_transfer_set(cfg: RunConfig, task: Any, rows: Any, tokenizer: Any, max_length: int, train: Any) -> Any:
-    """Classification: ``train`` plus ``distill.augment`` masked copies of each training row (``data.augment``),
-    labelled ``KD_ONLY`` so only the KL term sees them (the evaluation rows are never augmented)."""
+    """Classification: ``train`` plus a transfer set labelled ``KD_ONLY`` (only the KL term sees it): the
+    ``distill.augment`` masked copies of each training row and/or the rows of ``distill.transfer_data``
+    (``data.augment``). The evaluation rows are never touched."""
     from datasets import concatenate_datasets
 
-    from llmtune.data.augment import mask_token_of, transfer_rows
+    from llmtune.data.augment import TEXT_COLUMNS, unlabelled_rows
     from llmtune.tasks.classification import drop_unusable, featurize_rows
 
-    d = cfg.distill
-    token = mask_token_of(tokenizer)
+    d, parts = cfg.distill, [train]
+    rows = drop_unusable(rows, "the training data", [])
+    rows = rows.select_columns([c for c in (*TEXT_COLUMNS, "label") if c in rows.column_names])
+    if d.augment:
+        parts.append(_masked_copies(cfg, rows, tokenizer))
+    if d.transfer_data:
+        extra = unlabelled_rows(d.transfer_data, d.transfer_column, rows)
+        parts.append(extra)
+        log(f"transfer set: {len(extra)} rows of {d.transfer_data}, labelled by the teacher alone (KL term only)")
+    features, _ = featurize_rows(concatenate_datasets(parts[1:]), tokenizer, max_length, task.space,
+                                 "the transfer set", [])
+    return concatenate_datasets([train, features.map(_kd_only, batched=True, desc="marking the transfer set")])
+
+
+def _masked_copies(cfg: RunConfig, rows: Any, tokenizer: Any) -> Any:
+    from llmtune.data.augment import mask_token_of, transfer_rows
+
+    d, token = cfg.distill, mask_token_of(tokenizer)
     if token is None:
         raise ModelError("distill.augment masks words with the tokenizer's mask or unknown token, and the teacher's "
                          "tokenizer has neither; set distill.augment=0")
-    copies = transfer_rows(drop_unusable(rows, "the training data", []), d.augment, d.augment_mask, token,
-                           cfg.train.seed)
-    features, _ = featurize_rows(copies, tokenizer, max_length, task.space, "the transfer set", [])
-    features = features.map(_kd_only, batched=True, desc="marking the transfer set")
-    log(f"transfer set: {len(features)} rows ({d.augment} a training row, each word replaced by {token} with "
+    copies = transfer_rows(rows, d.augment, d.augment_mask, token, cfg.train.seed)
+    log(f"transfer set: {len(copies)} masked copies ({d.augment} a training row, each word replaced by {token} with "
         f"p={d.augment_mask:g}), labelled by the teacher alone (KL term only)")
-    return concatenate_datasets([train, features])
+    return copies
 
 
 def _kd_only(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -94,3 +94,38 @@ def test_kd_only_rows_count_in_the_kl_term_only():
     plain = DistillLoss(student, teacher, temperature=1.0, alpha=0.0)
     only_copies = torch.tensor([KD_ONLY, KD_ONLY])
     assert plain(student(input_ids=torch.zeros(2, 1)), only_copies, torch.tensor(2)).item() == 0.0
+
+
+def test_unlabelled_rows_read_the_text_skip_blanks_and_carry_a_placeholder_label(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from llmtune.data.augment import unlabelled_rows
+
+    like = Dataset.from_dict({"text": ["a", "b"], "label": [2, 0]},
+                             features=Features({"text": Value("string"), "label": ClassLabel(names=["x", "y", "z"])}))
+    path = tmp_path / "extra.jsonl"
+    path.write_text('{"sentence": "one two", "stars": 5}\n{"sentence": "  "}\n{"sentence": "three"}\n')
+    rows = unlabelled_rows(str(path), None, like)  # 'sentence' is an alias of text; the blank row is skipped
+    assert rows["text"] == ["one two", "three"]
+    assert rows["label"] == [2, 2] and rows.features["label"] == like.features["label"]
+    assert rows.column_names == ["text", "label"]
+    assert unlabelled_rows(str(path), "sentence", like)["text"] == ["one two", "three"]
+
+
+def test_unlabelled_rows_refuse_a_missing_column_or_no_text(tmp_path):
+    from datasets import Dataset
+
+    from llmtune.data.augment import unlabelled_rows
+    from llmtune.errors import DataError
+
+    like = Dataset.from_dict({"text": ["a"], "text_pair": ["b"], "label": [0]})
+    path = tmp_path / "extra.csv"
+    path.write_text("question,answer\nwhat is it,a cat\n")
+    with pytest.raises(DataError, match="distill.transfer_column"):
+        unlabelled_rows(str(path), None, like.remove_columns("text_pair"))
+    with pytest.raises(DataError, match="'text_pair'"):  # a pair task needs pairs
+        unlabelled_rows(str(path), "question", like)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text\n\"  \"\n")
+    with pytest.raises(DataError, match="no row with text"):
+        unlabelled_rows(str(empty), None, like.remove_columns("text_pair"))
