@@ -65,6 +65,13 @@ CANDIDATES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dpo + sft, beta 0.5", (_DPO_SFT, "dpo.beta=0.5")),
     ("dpo + sft, lr 5e-4, 9 epochs", (_DPO_SFT, "train.lr=5e-4", "train.epochs=9")),
     ("dpo + sft, lr 3e-4, 9 epochs", (_DPO_SFT, "train.lr=3e-4", "train.epochs=9")),
+    # Losses that keep the chosen answers' likelihood up (TRL's apo_zero: chosen up, rejected down, each against
+    # the reference; nca_pair), alone and with the SFT term.
+    ("apo_zero", ("dpo.loss_type=apo_zero",)),
+    ("apo_zero, lr 5e-4", ("dpo.loss_type=apo_zero", "train.lr=5e-4")),
+    ("nca_pair", ("dpo.loss_type=nca_pair",)),
+    ("apo_zero + sft", ("dpo.loss_type=[apo_zero,sft]",)),
+    ("apo_zero + sft, lr 5e-4", ("dpo.loss_type=[apo_zero,sft]", "train.lr=5e-4")),
 )
 QUICK_EVAL: list[str] = []  # --quick: ["--max-samples", "20"]
 DEV_EVERY = 10  # every 10th training pair is dev
