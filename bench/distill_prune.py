@@ -95,10 +95,12 @@ LM_ALPHA, LM_TEMPERATURE, LM_TOP_K = 0.5, 1.0, 64  # chosen at fixed steps (docs
 
 # Unlabelled text for the transfer set (``--transfer-data``): real text of the kind each set holds, never its test
 # rows. CR: its own validation texts (376 product-review sentences) + the first 2,500 SUBJ training sentences (movie
-# reviews, subjective and objective); TREC: the 3,807 SQuAD questions (Wikipedia questions; TREC has no validation).
+# reviews, subjective and objective); TREC: the 3,807 SQuAD questions (Wikipedia questions; TREC has no validation);
+# MPQA: its own 1,060 validation phrases.
 TRANSFER: dict[str, tuple[tuple[str, str, str, int], ...]] = {  # (set folder, file, text field, rows; 0 = all)
     "cr": (("cr", "validation.csv", "text", 0), ("subj", "train.csv", "text", 2500)),
     "trec": (("squad-train", "train.jsonl", "question", 0),),
+    "mpqa": (("mpqa", "validation.csv", "text", 0),),
 }
 
 
@@ -229,10 +231,13 @@ def distill_rows(name: str, opts: Options, common: list[str], teacher: dict) -> 
     student_dir = lower_layers_student(minilm_path(), STUDENT_LAYERS, root / "student-init")
     say(f"{name}: {STUDENT_LAYERS}-layer student on labels alone, then distilled ({epochs} epoch(s) each)")
     alone = labels_only(name, opts, common, student_dir)
-    # No --temperature/--alpha/augment: the recipe's (chosen on dev splits, recipes/distill/classification.yaml). Its
-    # transfer set makes an epoch longer, so the distilled run stops at the labels-only run's step count.
+    # No --temperature/--alpha: the recipe's (chosen on dev splits, recipes/distill/classification.yaml). The transfer
+    # set is the set's unlabelled texts (TRANSFER) instead of the recipe's masked copies (better on CR's dev splits);
+    # it makes an epoch longer, so the distilled run stops at the labels-only run's step count.
+    transfer = ["--transfer-data", str(transfer_file(name, root)), "--set", "distill.augment=0"] if name in TRANSFER \
+        else []
     distilled = run_llmtune(["distill", "--recipe", DISTILL_RECIPE, "--teacher", str(root / "teacher"), "--student",
-                             str(student_dir), "-t", "classification", *common, "--epochs", epochs,
+                             str(student_dir), "-t", "classification", *common, "--epochs", epochs, *transfer,
                              "--max-steps", str(steps_of(root / "student-labels")),
                              "-o", str(root / "student-distilled")], root / "student-distilled")
     a, d, t = alone["eval_accuracy"], distilled["eval_accuracy"], teacher["eval_accuracy"]
@@ -241,7 +246,8 @@ def distill_rows(name: str, opts: Options, common: list[str], teacher: dict) -> 
         raise RuntimeError(f"{name}: the two students made {steps[0]} and {steps[1]} steps; the comparison needs the same")
     note = (f"{opts.size}, seed {opts.seed}, test split; teacher MiniLM-L6 acc {t:.3f}; student {STUDENT_LAYERS} layers "
             f"from its lowest, {steps[0]} steps each; wall {alone['wall_seconds']:.0f} s alone, "
-            f"{distilled['wall_seconds']:.0f} s distilled; KL share of the loss {distilled.get('distill_kd_share', 0):.2f}; "
+            f"{distilled['wall_seconds']:.0f} s distilled; transfer set "
+            f"{'the unlabelled texts of TRANSFER' if transfer else 'the recipe'}; KL share of the loss {distilled.get('distill_kd_share', 0):.2f}; "
             f"teacher passes {distilled.get('distill_teacher_rows_computed', 0):.0f} rows, "
             f"{distilled.get('distill_teacher_rows_cached', 0):.0f} served from the cache")
     mib = {k: sum(f.stat().st_size for f in (root / k).glob("*.safetensors")) / 2**20
