@@ -299,8 +299,8 @@ class DistillConfig(_Section):
         "the teacher alone (KL term only); its train split (or only split), any label column ignored."
     )
     transfer_column: Optional[str] = Field(
-        None, description="Column of distill.transfer_data holding the text (None: the training data's text column "
-        "name, else 'text' or one of its usual aliases)."
+        None, description="Column of distill.transfer_data holding the text (None: 'text' or one of its usual "
+        "aliases, e.g. 'sentence')."
     )
 
 

@@ -26,9 +26,10 @@ from llmtune.config.schema import DEFAULT_PRETRAIN_ARCH, RunConfig
 from llmtune.dist import is_main_process, log
 from llmtune.errors import DataError, ModelError
 from llmtune.data.sources import PROGRESS_ROWS, datasets_progress
-from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
 from llmtune.engine.distill_checks import (check_labels, check_request, check_same_tokenizer, check_teacher_head,
                                            teacher_top_k)
+from llmtune.runs.common import RunResult, finish_run, is_fresh, removed_on_bad_input, start_run
+
 
 @dataclass
 class _Prepared:
