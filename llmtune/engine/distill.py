@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Protocol
 
 from transformers import TrainerCallback
 
-from llmtune.engine.teacher_cache import TEACHER_INPUTS, RowCache, TopK, TopKCache, _TeacherCache
+from llmtune.engine.teacher_cache import TEACHER_INPUTS, RowCache, TopK, TopKCache, TeacherCache
 from llmtune.modeling import IGNORE
 
 _PADDING_LOGIT = -1e4  # QA: padded positions get (almost) no probability in either model's softmax
@@ -246,7 +246,7 @@ class DistillLoss:
                  task_loss: Optional[Callable[..., Any]] = None, view: Optional[LogitView] = None,
                  cache_rows: bool = False, top_k: int = 0) -> None:
         self.student, self.teacher = student, teacher.eval().requires_grad_(False)
-        self.cache: Optional[_TeacherCache] = TopKCache(top_k) if top_k else RowCache() if cache_rows else None
+        self.cache: Optional[TeacherCache] = TopKCache(top_k) if top_k else RowCache() if cache_rows else None
         self.temperature, self.alpha, self.task_loss = temperature, alpha, task_loss
         self.view: LogitView = view if view is not None else LabelLogits(shift)
         if not self.view.uses_labels:

@@ -49,7 +49,7 @@ def row_keys(inputs: dict[str, Any]) -> list[bytes]:
     return keys
 
 
-class _TeacherCache:
+class TeacherCache:
     """The teacher's outputs per row, keyed by the row's unpadded token ids (``row_keys``).
 
     ``outputs`` runs the teacher on the batch's rows it has not seen (a sub-batch), stores them (``_store``)
@@ -60,8 +60,6 @@ class _TeacherCache:
         self.rows: dict[bytes, Any] = {}
         self.hits = 0
         self.misses = 0
-
-    keys = staticmethod(row_keys)
 
     def outputs(self, teacher: Any, inputs: dict[str, Any], device: Any) -> Any:
         import torch
@@ -93,7 +91,7 @@ class _TeacherCache:
         raise NotImplementedError
 
 
-class RowCache(_TeacherCache):
+class RowCache(TeacherCache):
     """The teacher's logits per row (one vector a row: classification), in fp32 on the CPU."""
 
     def _store(self, row: list[Any], keep: Any) -> Any:
@@ -109,7 +107,7 @@ class RowCache(_TeacherCache):
         return self.outputs(teacher, inputs, device)
 
 
-class TopKCache(_TeacherCache):
+class TopKCache(TeacherCache):
     """The teacher's top-``k`` log-probabilities per token of each row (fp16) and their ids, on the CPU.
 
     A row keeps its unpadded positions only (``[L, k]``); served batches put them back where the attention
