@@ -10,7 +10,10 @@ A grid item ``T:alpha:copies:mask`` adds a transfer set (``distill.augment=copie
 masked copies of each tuning-train row, KL term only). Every distilled run makes exactly the labels-only run's
 optimizer steps (``--max-steps``), so a transfer set means fewer passes over the original rows, not more steps.
 
-    .venv/bin/python bench/distill_tune.py --set cr [--grid 4:0.9,2:0.5:2:0.2] [--student-epochs 3]
+``--distill-set KEY=VALUE`` (repeatable) changes a setting of the distilled runs only, e.g.
+``train.batch_size=64`` (twice the rows per step, so a transfer set costs the original rows no passes).
+
+    .venv/bin/python bench/distill_tune.py --set cr [--grid 4:0.9,2:0.5:2:0.2] [--student-epochs 3] [--transfer]
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transfer", action="store_true",
                         help="add the set's unlabelled transfer texts (distill_prune.TRANSFER) to every distilled run")
+    parser.add_argument("--distill-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of every distilled run only (e.g. train.batch_size=64); repeatable")
     args = parser.parse_args()
     root = work_dir("distill_tune", args.set)
     train, dev = carve_dev(args.set, root)
@@ -82,14 +87,14 @@ def main() -> None:
         temperature, alpha, *augment = item.split(":")
         copies, mask = augment if augment else ("0", "0.2")
         name = f"kd-T{temperature}-a{alpha}" + (f"-aug{copies}-m{mask}" if copies != "0" else "") + \
-            ("-transfer" if transfer else "")
+            ("-transfer" if transfer else "") + "".join(f"-{kv.replace('=', '')}" for kv in args.distill_set)
         out = root / f"{name}-{tag}"
         m = run_llmtune(["distill", "--teacher", str(root / "teacher"), "--student", str(student), "-t",
                          "classification", *common, *epochs, "--max-steps", str(steps), "--temperature", temperature,
                          "--alpha", alpha, "--set", f"distill.augment={copies}", "--set", f"distill.augment_mask={mask}",
-                         *transfer, "-o", str(out)], out)
+                         *transfer, *[a for kv in args.distill_set for a in ("--set", kv)], "-o", str(out)], out)
         print(f"{args.set} dev  distilled T={temperature} a={alpha} copies={copies} mask={mask} "
-              f"{'transfer ' if transfer else ''}{tag}  "
+              f"{'transfer ' if transfer else ''}{' '.join(args.distill_set)} {tag}  "
               f"acc {m['eval_accuracy']:.4f}  gain {100 * (m['eval_accuracy'] - alone['eval_accuracy']):+.1f}  "
               f"kd share {m.get('distill_kd_share', 0):.2f}  steps {steps_of(out)}/{steps}  wall {m['wall_seconds']:.0f}s",
               flush=True)
