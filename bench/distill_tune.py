@@ -11,9 +11,15 @@ masked copies of each tuning-train row, KL term only). Every distilled run makes
 optimizer steps (``--max-steps``), so a transfer set means fewer passes over the original rows, not more steps.
 
 ``--distill-set KEY=VALUE`` (repeatable) changes a setting of the distilled runs only, e.g.
-``train.batch_size=64`` (twice the rows per step, so a transfer set costs the original rows no passes).
+``train.batch_size=64`` (twice the rows per step, so a transfer set costs the original rows no passes), or
+``distill.transfer_data=FILE`` (another transfer set). ``--student FOLDER`` replaces the 2-layer student cut from
+the MiniLM (e.g. one pre-trained here by ``llmtune pretrain``), ``--student-set KEY=VALUE`` changes a setting of
+both students' runs (e.g. ``train.freeze_embeddings=false``); both go into the run names, so runs are cached apart.
+The dev split is carved with seed 0 whatever ``--seed`` says: ``--seed`` changes the teacher's and the students'
+training (initialisation of the head, order of the rows), not the split.
 
     .venv/bin/python bench/distill_tune.py --set cr [--grid 4:0.9,2:0.5:2:0.2] [--student-epochs 3] [--transfer]
+        [--distill-set KEY=VALUE] [--student FOLDER] [--student-set KEY=VALUE] [--seed 0]
 """
 
 from __future__ import annotations
@@ -55,6 +61,12 @@ def carve_dev(name: str, folder: Path, seed: int = 0) -> tuple[Path, Path]:
     return paths
 
 
+def _tag(setting: str) -> str:
+    """A ``KEY=VALUE`` setting as a run-name part (a path value by its file name)."""
+    key, _, value = setting.partition("=")
+    return key + Path(value).name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", required=True, help="a classification set of ../shared/datasets")
@@ -67,6 +79,9 @@ def main() -> None:
                         help="add the set's unlabelled transfer texts (distill_prune.TRANSFER) to every distilled run")
     parser.add_argument("--distill-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of every distilled run only (e.g. train.batch_size=64); repeatable")
+    parser.add_argument("--student", help="student folder (default: the MiniLM's lowest layers)")
+    parser.add_argument("--student-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of both student runs (labels-only and distilled); repeatable")
     args = parser.parse_args()
     root = work_dir("distill_tune", args.set)
     train, dev = carve_dev(args.set, root)
@@ -75,9 +90,11 @@ def main() -> None:
     teacher = cached_run(["finetune", "-t", "classification", "-m", minilm_path(), *common,
                           "--epochs", str(args.teacher_epochs), "-o", str(root / "teacher")], root / "teacher", False)
     print(f"{args.set} dev  teacher                acc {teacher['eval_accuracy']:.4f}", flush=True)
-    student = lower_layers_student(minilm_path(), STUDENT_LAYERS, root / "student-init")
-    epochs = ["--epochs", str(args.student_epochs)]
-    tag = f"e{args.student_epochs:g}"
+    student = Path(args.student) if args.student else \
+        lower_layers_student(minilm_path(), STUDENT_LAYERS, root / "student-init")
+    epochs = ["--epochs", str(args.student_epochs), *[a for kv in args.student_set for a in ("--set", kv)]]
+    tag = f"e{args.student_epochs:g}" + (f"-{student.name}" if args.student else "") + \
+        "".join(f"-{_tag(kv)}" for kv in args.student_set)
     alone = cached_run(["finetune", "-t", "classification", "-m", str(student), *common, *epochs,
                         "-o", str(root / f"labels-{tag}")], root / f"labels-{tag}", False)
     print(f"{args.set} dev  labels-only {tag:>8}   acc {alone['eval_accuracy']:.4f}", flush=True)
@@ -87,7 +104,7 @@ def main() -> None:
         temperature, alpha, *augment = item.split(":")
         copies, mask = augment if augment else ("0", "0.2")
         name = f"kd-T{temperature}-a{alpha}" + (f"-aug{copies}-m{mask}" if copies != "0" else "") + \
-            ("-transfer" if transfer else "") + "".join(f"-{kv.replace('=', '')}" for kv in args.distill_set)
+            ("-transfer" if transfer else "") + "".join(f"-{_tag(kv)}" for kv in args.distill_set)
         out = root / f"{name}-{tag}"
         m = run_llmtune(["distill", "--teacher", str(root / "teacher"), "--student", str(student), "-t",
                          "classification", *common, *epochs, "--max-steps", str(steps), "--temperature", temperature,
