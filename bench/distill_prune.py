@@ -396,6 +396,8 @@ def seed_means(rows: list[Row], sets: tuple[str, ...], seeds: tuple[int, ...]) -
     out, means = [], []
     for name in sets:
         gains = [r.llmtune for r in rows if r.metric == f"{name}: distillation gain" and r.llmtune is not None]
+        if not gains:
+            continue
         spread = f"per seed ({', '.join(map(str, seeds))}): {', '.join(f'{g:+.2f}' for g in gains)}"
         means.append(Row(NAME, f"{name}: distillation gain, mean of {len(gains)} seeds", sum(gains) / len(gains), None,
                          "points", Target(">=", 1.5), f"{spread}; each seed its own teacher and students"))
