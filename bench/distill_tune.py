@@ -67,6 +67,11 @@ def _tag(setting: str) -> str:
     return key + Path(value).name
 
 
+def _set_flags(settings: list[str]) -> list[str]:
+    """``--set KEY=VALUE`` for each setting."""
+    return [flag for kv in settings for flag in ("--set", kv)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", required=True, help="a classification set of ../shared/datasets")
@@ -92,7 +97,7 @@ def main() -> None:
     print(f"{args.set} dev  teacher                acc {teacher['eval_accuracy']:.4f}", flush=True)
     student = Path(args.student) if args.student else \
         lower_layers_student(minilm_path(), STUDENT_LAYERS, root / "student-init")
-    epochs = ["--epochs", str(args.student_epochs), *[a for kv in args.student_set for a in ("--set", kv)]]
+    epochs = ["--epochs", str(args.student_epochs), *_set_flags(args.student_set)]
     tag = f"e{args.student_epochs:g}" + (f"-{student.name}" if args.student else "") + \
         "".join(f"-{_tag(kv)}" for kv in args.student_set)
     alone = cached_run(["finetune", "-t", "classification", "-m", str(student), *common, *epochs,
@@ -109,7 +114,7 @@ def main() -> None:
         m = run_llmtune(["distill", "--teacher", str(root / "teacher"), "--student", str(student), "-t",
                          "classification", *common, *epochs, "--max-steps", str(steps), "--temperature", temperature,
                          "--alpha", alpha, "--set", f"distill.augment={copies}", "--set", f"distill.augment_mask={mask}",
-                         *transfer, *[a for kv in args.distill_set for a in ("--set", kv)], "-o", str(out)], out)
+                         *transfer, *_set_flags(args.distill_set), "-o", str(out)], out)
         print(f"{args.set} dev  distilled T={temperature} a={alpha} copies={copies} mask={mask} "
               f"{'transfer ' if transfer else ''}{' '.join(args.distill_set)} {tag}  "
               f"acc {m['eval_accuracy']:.4f}  gain {100 * (m['eval_accuracy'] - alone['eval_accuracy']):+.1f}  "
